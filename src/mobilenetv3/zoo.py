@@ -204,8 +204,14 @@ def list_models() -> list[tuple[str, float]]:
 
 
 def get_spec(name: str, width_mult: float = 1.0, **overrides) -> ArchSpec:
-    """The spec of a registered family at a width multiplier; unknown names get the list of known ones."""
+    """The spec of a registered family at a width multiplier; unknown names get the list of known ones.
+
+    The names ``mnv3 models`` lists with a width suffix (``mobilenet_v3_large_075``) are accepted too.
+    """
     if name not in REGISTRY:
+        family, _, suffix = name.rpartition("_")
+        if family in REGISTRY and suffix.isdigit() and len(suffix) == 3 and width_mult == 1.0:
+            return REGISTRY[family].spec(int(suffix) / 100, **overrides)  # listed names such as *_075
         import difflib
 
         close = difflib.get_close_matches(name, REGISTRY, n=3)
