@@ -104,6 +104,9 @@ def test_dilated_backbone_keeps_resolution():
     with torch.no_grad():
         assert model.forward_features(torch.randn(1, 3, 224, 224)).shape == (1, 960, 14, 14)
     assert model.features[14].dw.conv.dilation == (2, 2) and model.features[13].dw.conv.dilation == (1, 1)
+    small = mobilenet_v3_small(output_stride=8).eval()
+    with torch.no_grad():
+        assert small.forward_features(torch.randn(1, 3, 96, 96)).shape == (1, 576, 12, 12)
 
 
 @pytest.mark.parametrize("size,kernel,stride,expected", [(224, 3, 2, (0, 1)), (14, 5, 2, (1, 2)),

@@ -9,7 +9,7 @@ from torch import nn
 
 from . import zoo
 from .layers import ConvNormAct, InvertedResidual, SqueezeExcite, make_activation
-from .spec import ArchSpec
+from .spec import ArchSpec, with_output_stride
 
 
 @dataclass(frozen=True)
@@ -168,21 +168,35 @@ def build(spec: ArchSpec | str, **overrides) -> MobileNetV3:
     return MobileNetV3(spec)
 
 
-def mobilenet_v3_large(width_mult: float = 1.0, num_classes: int = 1000, **kwargs) -> MobileNetV3:
-    """MobileNetV3-Large (Table 1). Extra keyword arguments set spec fields (``dropout``, ``padding``, ...)."""
-    return MobileNetV3(zoo.mobilenet_v3_large(width_mult, num_classes=num_classes, **kwargs))
+def _from_zoo(spec_builder, width_mult: float, num_classes: int, output_stride: int | None,
+              kwargs: dict) -> MobileNetV3:
+    spec = spec_builder(width_mult, num_classes=num_classes, **kwargs)
+    if output_stride is not None:
+        spec = with_output_stride(spec, output_stride)
+    return MobileNetV3(spec)
 
 
-def mobilenet_v3_small(width_mult: float = 1.0, num_classes: int = 1000, **kwargs) -> MobileNetV3:
-    """MobileNetV3-Small (Table 2); ``paper_head=True`` for the printed 1280 head, ``minimal=True`` likewise."""
-    return MobileNetV3(zoo.mobilenet_v3_small(width_mult, num_classes=num_classes, **kwargs))
+def mobilenet_v3_large(width_mult: float = 1.0, num_classes: int = 1000, output_stride: int | None = None,
+                       **kwargs) -> MobileNetV3:
+    """MobileNetV3-Large (Table 1). ``minimal=True`` for the minimalistic model; ``output_stride`` (8 or 16)
+    dilates the later stages the TF way; other keyword arguments set spec fields (``dropout``, ``padding``...)."""
+    return _from_zoo(zoo.mobilenet_v3_large, width_mult, num_classes, output_stride, kwargs)
 
 
-def mobilenet_v2(width_mult: float = 1.0, num_classes: int = 1000, **kwargs) -> MobileNetV3:
+def mobilenet_v3_small(width_mult: float = 1.0, num_classes: int = 1000, output_stride: int | None = None,
+                       **kwargs) -> MobileNetV3:
+    """MobileNetV3-Small (Table 2); ``paper_head=True`` for the printed 1280 head, ``minimal=True``,
+    ``last_se=True`` and ``output_stride`` as for Large."""
+    return _from_zoo(zoo.mobilenet_v3_small, width_mult, num_classes, output_stride, kwargs)
+
+
+def mobilenet_v2(width_mult: float = 1.0, num_classes: int = 1000, output_stride: int | None = None,
+                 **kwargs) -> MobileNetV3:
     """MobileNetV2 from the same builder."""
-    return MobileNetV3(zoo.mobilenet_v2(width_mult, num_classes=num_classes, **kwargs))
+    return _from_zoo(zoo.mobilenet_v2, width_mult, num_classes, output_stride, kwargs)
 
 
-def mnasnet_a1(width_mult: float = 1.0, num_classes: int = 1000, **kwargs) -> MobileNetV3:
+def mnasnet_a1(width_mult: float = 1.0, num_classes: int = 1000, output_stride: int | None = None,
+               **kwargs) -> MobileNetV3:
     """MnasNet-A1 from the same builder."""
-    return MobileNetV3(zoo.mnasnet_a1(width_mult, num_classes=num_classes, **kwargs))
+    return _from_zoo(zoo.mnasnet_a1, width_mult, num_classes, output_stride, kwargs)
