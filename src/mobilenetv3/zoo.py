@@ -47,11 +47,12 @@ _SMALL = (
     (5, 576 / 96, 96, True, "hswish", 1),
 )
 
-# MobileNetV2 (Sandler et al., Table 2): expansion t, channels c, repeats n, first stride s.
-_V2_STAGES = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2),
-              (6, 320, 1, 1))
+# Stages of the baselines: expansion, kernel, channels, repeats, first stride, SE.
+# MobileNetV2 (Sandler et al., Table 2).
+_V2_STAGES = ((1, 3, 16, 1, 1, False), (6, 3, 24, 2, 2, False), (6, 3, 32, 3, 2, False), (6, 3, 64, 4, 2, False),
+              (6, 3, 96, 3, 1, False), (6, 3, 160, 3, 2, False), (6, 3, 320, 1, 1, False))
 
-# MnasNet-A1 (Tan et al., Figure 7): expansion, kernel, channels, repeats, first stride, SE.
+# MnasNet-A1 (Tan et al., Figure 7).
 _MNAS_A1_STAGES = ((1, 3, 16, 1, 1, False), (6, 3, 24, 2, 2, False), (3, 5, 40, 3, 2, True),
                    (6, 3, 80, 4, 2, False), (6, 3, 112, 2, 1, True), (6, 5, 160, 3, 2, True),
                    (6, 3, 320, 1, 1, False))
@@ -80,6 +81,17 @@ def _v3_blocks(rows, width_mult: float, stem: int, minimal: bool) -> tuple[Block
             kernel, se, act = 3, False, "relu"
         blocks.append(BlockSpec(kernel=kernel, exp=exp_c, out=out_c, se=se, act=act, stride=stride))
         prev = out_c
+    return tuple(blocks)
+
+
+def _staged_blocks(stages, width_mult: float, stem: int, act: str) -> tuple[BlockSpec, ...]:
+    blocks, prev = [], stem
+    for t, k, c, n, s, se in stages:
+        out_c = _scaled(c, width_mult)
+        for i in range(n):
+            blocks.append(BlockSpec(kernel=k, exp=make_divisible(prev * t), out=out_c, se=se, act=act,
+                                    stride=s if i == 0 else 1))
+            prev = out_c
     return tuple(blocks)
 
 
@@ -130,15 +142,9 @@ def mobilenet_v2(width_mult: float = 1.0, **overrides) -> ArchSpec:
     """MobileNetV2 (Sandler et al. 2018) as a spec for the same builder: ReLU6, no SE, no head conv."""
     _check_width(width_mult)
     stem = _scaled(32, width_mult)
-    blocks, prev = [], stem
-    for t, c, n, s in _V2_STAGES:
-        out_c = _scaled(c, width_mult)
-        for i in range(n):
-            blocks.append(BlockSpec(kernel=3, exp=make_divisible(prev * t), out=out_c, act="relu6",
-                                    stride=s if i == 0 else 1))
-            prev = out_c
     fields = dict(
-        name=_name("mobilenet_v2", width_mult), blocks=tuple(blocks), stem_channels=stem, stem_act="relu6",
+        name=_name("mobilenet_v2", width_mult), blocks=_staged_blocks(_V2_STAGES, width_mult, stem, "relu6"),
+        stem_channels=stem, stem_act="relu6",
         last_channels=_head(1280, width_mult), last_act="relu6", head_channels=0, dropout=0.2,
         notes="MobileNetV2 (Sandler et al. 2018)",
     )
@@ -150,15 +156,9 @@ def mnasnet_a1(width_mult: float = 1.0, **overrides) -> ArchSpec:
     """MnasNet-A1 (Tan et al. 2019): ReLU, SE with a sigmoid gate squeezing the block input to 1/4."""
     _check_width(width_mult)
     stem = _scaled(32, width_mult)
-    blocks, prev = [], stem
-    for t, k, c, n, s, se in _MNAS_A1_STAGES:
-        out_c = _scaled(c, width_mult)
-        for i in range(n):
-            blocks.append(BlockSpec(kernel=k, exp=make_divisible(prev * t), out=out_c, se=se, act="relu",
-                                    stride=s if i == 0 else 1))
-            prev = out_c
     fields = dict(
-        name=_name("mnasnet_a1", width_mult), blocks=tuple(blocks), stem_channels=stem, stem_act="relu",
+        name=_name("mnasnet_a1", width_mult), blocks=_staged_blocks(_MNAS_A1_STAGES, width_mult, stem, "relu"),
+        stem_channels=stem, stem_act="relu",
         last_channels=_head(1280, width_mult), last_act="relu", head_channels=0, se_base="input",
         se_gate="sigmoid", se_divisor=1, notes="MnasNet-A1 (Tan et al. 2019)",
     )
