@@ -9,3 +9,7 @@ class DataError(ValueError):
     It takes a single message argument so that a DataLoader worker can re-raise it in the main process with its
     type intact (``ExceptionWrapper`` rebuilds exceptions as ``type(message)``).
     """
+
+
+class CorruptImageWarning(UserWarning):
+    """An image that could not be decoded and was skipped (``on_corrupt="skip"``); the message names its path."""
