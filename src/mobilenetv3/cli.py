@@ -110,6 +110,354 @@ def cmd_profile(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- train / eval / predict -------------------------------------------------------------------------
+def cmd_train(args: argparse.Namespace) -> int:
+    from dataclasses import fields
+
+    from .train import TrainConfig, TrainingDiverged, train
+
+    config = TrainConfig(**{f.name: getattr(args, f.name) for f in fields(TrainConfig)})
+    try:
+        result = train(config)
+    except TrainingDiverged as e:
+        print(f"mnv3 train: error: {e}", file=sys.stderr)
+        return 3
+    if result.get("rank", 0) != 0:
+        return 130 if result["interrupted"] else 0
+    if args.json:
+        _print_json(result)
+    elif not args.quiet:
+        last = result["last_epoch"] or {}
+        top1 = last.get("ema_val_top1", last.get("val_top1"))
+        state = "interrupted" if result["interrupted"] else "done"
+        print(f"{state}: {result['run_dir']} at step {result['global_step']}"
+              + (f", epoch {last['epoch']}/{result['epochs']}, val top-1 {top1:.2f}%" if last else "")
+              + (f", best {result['best_top1']:.2f}% (epoch {result['best_epoch']})" if result["best_top1"] else "")
+              + f", {result['wall_time_s'] / 60:.1f} min")
+    return 130 if result["interrupted"] else 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from .train import evaluate_run
+
+    result = evaluate_run(args.run_dir, data=args.data, data_dir=args.data_dir, split=args.split,
+                          weights=args.weights, checkpoint=args.checkpoint, batch_size=args.batch_size,
+                          device=args.device, workers=args.workers, limit=args.limit)
+    if args.json:
+        _print_json(result)
+        return 0
+    print(f"{result['run_dir']} ({result['checkpoint']} checkpoint, {result['weights']} weights) on "
+          f"{result['data']} {result['split']}, {result['count']:,} images: top-1 {result['top1']:.2f}%, "
+          f"top-5 {result['top5']:.2f}%, loss {result['loss']:.4f}")
+    classes = result["classes"]
+    print()
+    print(_table(["class", "images", "accuracy"],
+                 [[name, sum(row), "-" if acc is None else f"{acc:.2f}%"]
+                  for name, acc, row in zip(classes, result["per_class"].values(), result["confusion"],
+                                            strict=True)]))
+    if len(classes) <= 20:
+        print("\nconfusion matrix (rows: true class, columns: predicted)")
+        headers = ["", *[str(i) for i in range(len(classes))]]
+        rows = [[f"{i} {name}", *row] for i, (name, row) in enumerate(zip(classes, result["confusion"],
+                                                                          strict=True))]
+        print(_table(headers, rows))
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from .train import predict
+
+    results = predict(args.run_dir, args.images, weights=args.weights, checkpoint=args.checkpoint,
+                      top_k=args.top_k, device=args.device)
+    if args.json:
+        _print_json(results)
+        return 0
+    for r in results:
+        print(r["image"])
+        for t in r["top"]:
+            print(f"  {100 * t['probability']:6.2f}%  {t['label']}")
+    return 0
+
+
+def _add_training_commands(sub) -> None:
+    from .train.config import AMP_MODES, OPTIMIZERS, RECIPES, WD_EXEMPT
+    from .train.schedule import SCHEDULES
+
+    p = sub.add_parser(
+        "train", help="train a model into a run directory (resumable; torchrun for several processes)",
+        description="Train a model. Options left out take the recipe's value (--recipe auto: 'fashion-mnist' for "
+                    "the Fashion-MNIST data, 'paper' otherwise); --resume takes them from the run. Under "
+                    "`torchrun --nproc-per-node N -m mobilenetv3 train ...` it runs DistributedDataParallel.")
+    g = p.add_argument_group("model and data")
+    g.add_argument("--model", help=f"zoo model: {', '.join(REGISTRY)}")
+    g.add_argument("--spec", metavar="FILE.json", help="a spec file instead of a zoo name")
+    g.add_argument("--width-mult", type=float, help="width multiplier for a zoo model (default 1.0)")
+    g.add_argument("--data", help="'fashion-mnist' or an image folder ROOT/{train,val}/<class>/... "
+                                  "(default fashion-mnist)")
+    g.add_argument("--data-dir", help="where to look for the data")
+    g.add_argument("--val-split", help="held-out split to validate on (default val; Fashion-MNIST: its test set)")
+    g.add_argument("--resolution", type=int, help="input size (default: the recipe's, else the spec's)")
+    g.add_argument("--channels", type=int, choices=(1, 3), help="input channels (default: the data's)")
+    g.add_argument("--limit-train", type=int, metavar="N", help="train on the first N images only")
+    g.add_argument("--limit-val", type=int, metavar="N", help="validate on the first N images only")
+    g.add_argument("--crop-scale", type=float, nargs=2, metavar=("LO", "HI"), help="area fraction of training crops")
+    g.add_argument("--hflip", type=float, help="probability of a horizontal flip")
+    g.add_argument("--color-jitter", type=float, help="brightness/contrast/saturation jitter strength")
+    g.add_argument("--crop-fraction", type=float, help="evaluation centre-crop fraction")
+    g.add_argument("--on-corrupt", choices=("fail", "skip"), help="unreadable images: fail (default) or skip")
+    g = p.add_argument_group("recipe")
+    g.add_argument("--recipe", choices=("auto", *RECIPES), help="defaults for the options below (default auto)")
+    g.add_argument("--epochs", type=int)
+    g.add_argument("--batch-size", type=int, help="global batch: images per step over all processes")
+    g.add_argument("--lr", type=float, help="peak learning rate (default: 0.1 x batch / 4096, the paper's scaling)")
+    g.add_argument("--schedule", choices=SCHEDULES)
+    g.add_argument("--warmup-epochs", type=float)
+    g.add_argument("--decay-rate", type=float, help="step schedule: multiply the lr by this ...")
+    g.add_argument("--decay-epochs", type=float, help="... every this many epochs")
+    g.add_argument("--min-lr", type=float, help="cosine schedule: final learning rate")
+    g.add_argument("--lr-base", type=float, help="lr at --lr-base-batch for the linear scaling (default 0.1)")
+    g.add_argument("--lr-base-batch", type=int, help="batch of --lr-base (default 4096)")
+    g.add_argument("--optimizer", choices=OPTIMIZERS)
+    g.add_argument("--momentum", type=float)
+    g.add_argument("--rmsprop-decay", type=float, help="RMSProp mean-square decay (alpha/rho)")
+    g.add_argument("--rmsprop-eps", type=float, help="RMSProp epsilon (inside the square root)")
+    g.add_argument("--weight-decay", type=float, help="L2 weight decay")
+    g.add_argument("--wd-exempt", choices=WD_EXEMPT, help="parameters without weight decay")
+    g.add_argument("--label-smoothing", type=float)
+    g.add_argument("--dropout", type=float, help="dropout before the classifier (default: the spec's)")
+    g.add_argument("--ema-decay", type=float, help="weight EMA decay (0: no EMA)")
+    g.add_argument("--grad-clip", type=float, metavar="NORM", help="clip the global gradient norm")
+    g.add_argument("--accum-steps", type=int, help="micro-batches per step (gradient accumulation)")
+    g = p.add_argument_group("run")
+    g.add_argument("--out", required=True, metavar="RUN_DIR", help="run directory")
+    g.add_argument("--resume", action="store_true", help="continue the run in RUN_DIR from its last checkpoint")
+    g.add_argument("--overwrite", action="store_true", help="replace a run already in RUN_DIR")
+    g.add_argument("--seed", type=int, help="random seed (default 0)")
+    g.add_argument("--device", help="auto (default), cpu, cuda, cuda:N")
+    g.add_argument("--workers", type=int, help="DataLoader worker processes (default 0)")
+    g.add_argument("--threads", type=int, help="torch threads per process")
+    g.add_argument("--amp", choices=AMP_MODES, help="bf16 autocast: auto (CUDA only), off, bf16")
+    g.add_argument("--channels-last", action=argparse.BooleanOptionalAction, help="channels-last memory format")
+    g.add_argument("--deterministic", action=argparse.BooleanOptionalAction,
+                   help="torch.use_deterministic_algorithms")
+    g.add_argument("--eval-batch-size", type=int)
+    g.add_argument("--checkpoint-every-steps", type=int, metavar="K", help="also checkpoint every K steps")
+    g.add_argument("--log-every-steps", type=int, metavar="N", help="also write a metrics line every N steps")
+    g.add_argument("--tensorboard", action=argparse.BooleanOptionalAction,
+                   help="log to RUN_DIR/tensorboard (default: when tensorboard is installed)")
+    g.add_argument("--quiet", action="store_true", help="no progress bar or epoch lines")
+    g.add_argument("--json", action="store_true", help="print the final summary as JSON")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("eval", help="evaluate a training run: top-1, top-5, per-class accuracy, confusion matrix")
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("--data", help="dataset (default: the run's)")
+    p.add_argument("--data-dir", help="where to look for the data (default: the run's)")
+    p.add_argument("--split", help="split (default: the run's validation split)")
+    p.add_argument("--weights", choices=("ema", "model"), default="ema", help="EMA (default) or raw weights")
+    p.add_argument("--checkpoint", default="last", help="last (default), best, or a checkpoint file")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--workers", type=int, default=0)
+    p.add_argument("--limit", type=int, metavar="N", help="evaluate the first N images only")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("predict", help="top-5 classes of image files with a trained run")
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("images", nargs="+", metavar="IMAGE")
+    p.add_argument("--weights", choices=("ema", "model"), default="ema", help="EMA (default) or raw weights")
+    p.add_argument("--checkpoint", default="last", help="last (default), best, or a checkpoint file")
+    p.add_argument("--top-k", type=int, default=5)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_predict)
+
+
+# -- latency / export -------------------------------------------------------------------------------
+def load_model(name: str | None = None, spec_file: str | None = None, width_mult: float = 1.0,
+               checkpoint: str = "last", weights: str = "ema", resolution: int | None = None):
+    """A model and whether it has trained weights: from a RUN_DIR (its spec.json and checkpoint), or a zoo name /
+    spec file with random weights whose BatchNorm statistics are calibrated on noise, so that activations and
+    outputs have a realistic scale (export checks then compare numbers that mean something)."""
+    from pathlib import Path
+
+    from .deploy import calibrate_bn_on_noise
+    from .model import MobileNetV3
+
+    if name is not None and spec_file is None and name.endswith(".json"):
+        name, spec_file = None, name  # a spec file given where a name goes
+    if name is not None and spec_file is None and ("/" in name or Path(name).is_dir()):
+        if width_mult != 1.0:
+            raise CLIError("--width-mult applies to zoo models, not to a run directory")
+        if not Path(name).is_dir():
+            raise FileNotFoundError(f"run directory not found: {name}")
+        from .train import load_run
+
+        model, _ = load_run(name, checkpoint=checkpoint, weights=weights, device="cpu")
+        return model, True
+    model = MobileNetV3(resolve_spec(name, spec_file, width_mult))
+    calibrate_bn_on_noise(model, min(resolution or model.spec.resolution, 224), batches=2, batch_size=4)
+    return model, False
+
+
+def _ms(v: float) -> str:
+    return f"{v:.3f}" if v < 10 else f"{v:.2f}"
+
+
+def cmd_latency(args: argparse.Namespace) -> int:
+    from . import latency
+
+    if args.resolution is not None and args.resolution < 1:
+        raise CLIError(f"--resolution must be a positive integer, got {args.resolution}")
+    model, trained = load_model(args.name, args.spec, args.width_mult, args.checkpoint, args.weights,
+                                args.resolution)
+    runtimes = latency.available_runtimes() if args.runtime == "all" else [args.runtime]
+    common = dict(resolution=args.resolution, batch=args.batch, threads=args.threads)
+    results, layers, ort_profile = [], None, None
+    try:
+        for runtime in runtimes:
+            result = latency.measure_latency(model, runtime=runtime, warmup=args.warmup, min_runs=args.min_runs,
+                                             min_seconds=args.min_seconds, channels_last=args.channels_last,
+                                             frozen_method=args.frozen_method, **common)
+            results.append(result.to_dict())
+        if args.per_layer and "eager" in runtimes:
+            stages = latency.profile_layers(model, channels_last=args.channels_last, **common)
+            layers = [t.to_dict() for t in stages]
+        if args.per_layer and "onnxruntime" in runtimes:
+            ort_profile = latency.profile_onnxruntime(model, **common)
+    except latency.MissingExtraError as e:
+        raise CLIError(str(e)) from None
+    eager = next((r["median_ms"] for r in results if r["runtime"] == "eager"), None)
+    for r in results:
+        r["vs_eager"] = round(eager / r["median_ms"], 3) if eager else None
+        r["trained_weights"] = trained
+    if args.json:
+        _print_json({"results": results, "per_layer_eager": layers, "per_layer_onnxruntime": ort_profile})
+        return 0
+    first, info = results[0], latency.machine_info()
+    print(f"{first['model']}, input {'x'.join(map(str, first['input_shape']))}, {first['threads']} thread(s), "
+          f"{info['cpu']} ({info['logical_cpus']} logical CPUs, load {info['load_avg_1m']}), {first['date']}")
+    print(_table(["runtime", "median ms", "p10", "p90", "mean", "runs", "speed-up vs eager", "set-up"],
+                 [[r["runtime"], _ms(r["median_ms"]), _ms(r["p10_ms"]), _ms(r["p90_ms"]), _ms(r["mean_ms"]),
+                   r["runs"], f"{r['vs_eager']:.2f}x" if r["vs_eager"] else "-",
+                   f"{r['detail']} ({r['runtime_version']})"] for r in results], "lrrrrrrl"))
+    if layers:
+        print("\neager, per stage (forward hooks; median ms)")
+        print(_table(["stage", "median ms", "p90", "share", "MAdds (M)", "GMAdd/s"],
+                     [[t["name"], _ms(t["median_ms"]), _ms(t["p90_ms"]), f"{100 * t['share']:.1f}%",
+                       "-" if t["madds"] is None else f"{t['madds'] / 1e6:.2f}",
+                       "-" if not t["madds"] else f"{t['madds'] / t['median_ms'] / 1e6:.1f}"] for t in layers]))
+    if ort_profile:
+        total = ort_profile["total_ms"] or 1.0
+        print(f"\nonnxruntime, per stage (its profiler: each node's median kernel ms over {ort_profile['runs']} runs)")
+        print(_table(["stage", "ms", "share"], [[k, _ms(v), f"{100 * v / total:.1f}%"]
+                                                for k, v in ort_profile["by_stage"].items()]))
+        print("\nonnxruntime, per op type")
+        print(_table(["op", "ms", "share"], [[k, _ms(v), f"{100 * v / total:.1f}%"]
+                                             for k, v in ort_profile["by_op"].items()]))
+    if args.per_layer and "frozen" in runtimes and len(runtimes) == 1:
+        print("\n(no per-layer profile for the frozen graph: freezing removes the module boundaries)")
+    if not trained:
+        print("\nrandom weights (no checkpoint); latency does not depend on them")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from .deploy import ExportMismatchError, export_litert, export_onnx
+    from .latency import MissingExtraError
+
+    if args.resolution is not None and args.resolution < 1:
+        raise CLIError(f"--resolution must be a positive integer, got {args.resolution}")
+    if args.format == "litert" and (args.dynamic_batch or args.dynamic_resolution):
+        raise CLIError("--format litert exports a fixed input shape (no --dynamic-batch / --dynamic-resolution)")
+    model, trained = load_model(args.name, args.spec, args.width_mult, args.checkpoint, args.weights,
+                                args.resolution)
+    try:
+        if args.format == "litert":
+            report = export_litert(model, args.out, resolution=args.resolution, batch=args.batch, fold=args.fold,
+                                   atol=args.atol)
+        else:
+            report = export_onnx(model, args.out, resolution=args.resolution, batch=args.batch,
+                                 dynamic_batch=args.dynamic_batch, dynamic_resolution=args.dynamic_resolution,
+                                 opset=args.opset, fold=args.fold, exporter=args.exporter, atol=args.atol)
+    except MissingExtraError as e:
+        raise CLIError(str(e)) from None
+    except ExportMismatchError as e:
+        print(f"mnv3 export: error: {e}", file=sys.stderr)
+        if args.json and e.report is not None:
+            _print_json({**e.report.to_dict(), "ok": False, "trained_weights": trained})
+        return 1
+    result = {**report.to_dict(), "ok": True, "trained_weights": trained}
+    if args.json:
+        _print_json(result)
+        return 0
+    dyn = [n for n, on in (("batch", report.dynamic_batch), ("resolution", report.dynamic_resolution)) if on]
+    kind = f"ONNX opset {report.opset}" if report.opset is not None else "LiteRT"
+    print(f"wrote {report.path}: {kind} ({report.exporter} exporter), input "
+          f"{'x'.join(map(str, report.input_shape))}" + (f", dynamic {' and '.join(dyn)}" if dyn else "")
+          + (", BatchNorm folded" if report.folded else ""))
+    print("ops: " + ", ".join(f"{k} {v}" for k, v in report.ops.items()))
+    runner = "LiteRT" if report.opset is None else "ONNX Runtime"
+    print(_table(["input", f"max |{runner} - PyTorch|", "max |output|"],
+                 [["x".join(map(str, c["input_shape"])), f"{c['max_abs_diff']:.2e}", f"{c['max_abs_output']:.3g}"]
+                  for c in report.checks]))
+    print(f"ok: within {report.atol:g}" + ("" if trained else " (random weights, BatchNorm calibrated on noise)"))
+    return 0
+
+
+def _add_model_source(p: argparse.ArgumentParser) -> None:
+    p.add_argument("name", nargs="?", metavar="NAME|RUN_DIR",
+                   help=f"zoo model ({', '.join(REGISTRY)}) or a training run directory")
+    p.add_argument("--spec", metavar="FILE.json", help="a spec file instead of a zoo name")
+    p.add_argument("--width-mult", type=float, default=1.0, help="width multiplier for a zoo model")
+    p.add_argument("--checkpoint", default="last", help="RUN_DIR: last (default), best, or a checkpoint file")
+    p.add_argument("--weights", choices=("ema", "model"), default="ema", help="RUN_DIR: EMA (default) or raw")
+    p.add_argument("--resolution", type=int, default=None, help="input size (default: the spec's)")
+    p.add_argument("--batch", type=int, default=1, help="batch size (default 1)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+def _add_deploy_commands(sub) -> None:
+    from .deploy.onnx_export import EXPORTERS, MIN_OPSET
+    from .latency import DEFAULT_FROZEN, FROZEN_METHODS, RUNTIMES
+
+    p = sub.add_parser("latency", help="measured latency on this machine: eager, frozen graph, ONNX Runtime, LiteRT",
+                       description="Time a model's forward pass the paper's way: batch 1 and one thread by "
+                                   "default, warm-up runs, then at least --min-runs runs and --min-seconds "
+                                   "seconds; median, p10, p90, mean.")
+    _add_model_source(p)
+    p.add_argument("--runtime", choices=(*RUNTIMES, "all"), default="eager",
+                   help="runtime (default eager; all: eager, frozen, onnxruntime, and litert when installed)")
+    p.add_argument("--threads", type=int, default=1, help="intra-op threads (default 1)")
+    p.add_argument("--warmup", type=int, default=10, help="untimed runs first (default 10)")
+    p.add_argument("--min-runs", type=int, default=50, help="at least this many timed runs (default 50)")
+    p.add_argument("--min-seconds", type=float, default=2.0, help="and at least this long (default 2 s)")
+    p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True,
+                   help="eager/frozen in channels-last memory format (default: on, measured faster)")
+    p.add_argument("--frozen-method", choices=FROZEN_METHODS, default=DEFAULT_FROZEN,
+                   help=f"how the frozen graph is made (default {DEFAULT_FROZEN})")
+    p.add_argument("--per-layer", action="store_true",
+                   help="also time each stage (eager: forward hooks; onnxruntime: its profiler)")
+    p.set_defaults(func=cmd_latency)
+
+    p = sub.add_parser("export", help="export a model to ONNX or LiteRT, checked against PyTorch in its runtime")
+    _add_model_source(p)
+    p.add_argument("--format", choices=("onnx", "litert"), default="onnx",
+                   help="onnx (default; the deploy extra) or litert (.tflite; the litert extra)")
+    p.add_argument("--out", required=True, metavar="FILE", help="output file")
+    p.add_argument("--dynamic-batch", action="store_true", help="symbolic batch dimension")
+    p.add_argument("--dynamic-resolution", action="store_true", help="symbolic height and width")
+    p.add_argument("--opset", type=int, default=MIN_OPSET, help=f"ONNX opset (default and minimum {MIN_OPSET})")
+    p.add_argument("--exporter", choices=EXPORTERS, default="torchscript",
+                   help="torch.onnx exporter (default torchscript; dynamo needs onnxscript)")
+    p.add_argument("--fold", action=argparse.BooleanOptionalAction, default=True,
+                   help="fold BatchNorm into the convolutions first (default on)")
+    p.add_argument("--atol", type=float, default=1e-4,
+                   help="largest allowed |ONNX Runtime - PyTorch| difference (default 1e-4)")
+    p.set_defaults(func=cmd_export)
+
+
 # -- entry point ----------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mnv3", description="MobileNetV3 models, costs and tools.")
@@ -128,6 +476,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resolution", type=int, default=None, help="input size (default: the spec's own, 224)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_profile)
+
+    _add_training_commands(sub)
+    _add_deploy_commands(sub)
     return parser
 
 

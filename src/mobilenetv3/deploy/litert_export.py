@@ -1,0 +1,109 @@
+"""LiteRT (TFLite) export with ``litert-torch``, checked in the LiteRT interpreter against eager PyTorch.
+
+``litert-torch`` (formerly ``ai-edge-torch``) converts a PyTorch module straight to a ``.tflite`` flatbuffer
+without TensorFlow; ``ai-edge-litert`` runs it (XNNPACK on CPU), the runtime the paper measured on phones. It is
+heavy (JAX, transformers, torchao...) and tied to a torch range (0.10 wants torch < 2.15), so it is its own
+extra, ``pip install 'mobilenetv3[litert]'``, not part of ``deploy``.
+
+The converted model takes the same NCHW input as PyTorch (the converter adds one transpose; a channels-last input
+signature measured no faster). hard-swish becomes TFLite's ``HARD_SWISH``; hard-sigmoid is lowered to
+arithmetic.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..latency import require
+from .fold import fold_bn
+from .onnx_export import ExportMismatchError, ExportReport, _input_shape
+
+
+def convert_litert(model: nn.Module, x: torch.Tensor) -> bytes:
+    """The ``.tflite`` flatbuffer of an eval-mode ``model`` traced on ``x``."""
+    litert_torch = require("litert_torch", extra="litert", purpose="LiteRT conversion")
+    # the converter reports progress on stdout; keep stdout for our own (JSON) output
+    with contextlib.redirect_stdout(sys.stderr), torch.no_grad():
+        edge_model = litert_torch.convert(model.eval(), (x,))
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "model.tflite")
+        with contextlib.redirect_stdout(sys.stderr):
+            edge_model.export(path)
+        return Path(path).read_bytes()
+
+
+def litert_version() -> str:
+    litert_torch = require("litert_torch", extra="litert", purpose="LiteRT conversion")
+    return getattr(litert_torch, "__version__", "?")
+
+
+class LiteRTRunner:
+    """A LiteRT interpreter on one model (``threads`` CPU threads, XNNPACK): ``runner(x_numpy) -> output``."""
+
+    def __init__(self, content: bytes, threads: int = 1) -> None:
+        interpreter_mod = require("ai_edge_litert.interpreter", extra="litert", purpose="the LiteRT interpreter")
+        self.interpreter = interpreter_mod.Interpreter(model_content=content, num_threads=threads)
+        self.interpreter.allocate_tensors()
+        self.input = self.interpreter.get_input_details()[0]
+        self.output = self.interpreter.get_output_details()[0]
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(int(v) for v in self.input["shape"])
+
+    def ops(self) -> dict[str, int]:
+        return dict(sorted(Counter(op["op_name"] for op in self.interpreter._get_ops_details()).items()))
+
+    def __call__(self, x: Any) -> Any:
+        self.interpreter.set_tensor(self.input["index"], x)
+        self.interpreter.invoke()
+        return self.interpreter.get_tensor(self.output["index"])
+
+
+def export_litert(model: nn.Module, path: str | os.PathLike, *, resolution: int | None = None, batch: int = 1,
+                  input_shape: Sequence[int] | None = None, fold: bool = True, verify: bool = True,
+                  atol: float = 1e-4, seed: int = 0) -> ExportReport:
+    """Convert ``model`` (eval mode, BN folded unless ``fold=False``) to a ``.tflite`` file at ``path``.
+
+    The input shape is fixed. With ``verify`` the file is run in the LiteRT interpreter on a seeded random input
+    and compared with the unfolded eager model; :class:`ExportMismatchError` above ``atol``.
+    """
+    shape = _input_shape(model, input_shape, resolution, batch)
+    was_training = model.training
+    model.eval()
+    try:
+        x = torch.randn(*shape, generator=torch.Generator().manual_seed(seed))
+        content = convert_litert(fold_bn(model) if fold else model, x)
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(content)
+        runner = LiteRTRunner(content, torch.get_num_threads())
+        report = ExportReport(str(path), f"litert-torch {litert_version()}", None, shape, False, False, fold,
+                              runner.ops(), atol)
+        if verify:
+            xv = torch.randn(*shape, generator=torch.Generator().manual_seed(seed + 1))
+            with torch.no_grad():
+                expected = model(xv).float()
+            got = torch.from_numpy(runner(xv.numpy()).copy())
+            if tuple(got.shape) != tuple(expected.shape):
+                raise ExportMismatchError(f"LiteRT output shape {tuple(got.shape)} differs from PyTorch's "
+                                          f"{tuple(expected.shape)}", report)
+            report.checks.append({"input_shape": list(shape), "max_abs_diff": float((got - expected).abs().max()),
+                                  "max_abs_output": float(expected.abs().max())})
+            if report.max_abs_diff > atol:
+                raise ExportMismatchError(f"LiteRT and PyTorch disagree by up to {report.max_abs_diff:.3g} "
+                                          f"(tolerance {atol:g})", report)
+        return report
+    finally:
+        model.train(was_training)

@@ -1,0 +1,345 @@
+import json
+import sys
+
+import pytest
+import torch
+
+from mobilenetv3 import build, get_spec, spec_cost
+from mobilenetv3.cli import main
+from mobilenetv3.latency import (
+    InputError,
+    MissingExtraError,
+    TimingStats,
+    check_input,
+    check_input_shape,
+    layer_names,
+    machine_info,
+    measure_latency,
+    min_resolution,
+    parse_ort_profile,
+    percentile,
+    pinned_threads,
+    profile_layers,
+    profile_onnxruntime,
+    require,
+    time_callable,
+)
+
+FAST = dict(warmup=1, min_runs=3, min_seconds=0.0)
+
+
+@pytest.fixture(scope="module")
+def small():
+    return build(get_spec("mobilenet_v3_small", 0.35)).eval()
+
+
+class FakeClock:
+    """A clock that only moves when the timed function runs: each call takes the next duration."""
+
+    def __init__(self, durations):
+        self.now = 0.0
+        self.durations = list(durations)
+        self.calls = 0
+
+    def __call__(self):
+        return self.now
+
+    def work(self):
+        self.now += self.durations[self.calls % len(self.durations)]
+        self.calls += 1
+
+
+# -- statistics ----------------------------------------------------------------------------------------
+def test_percentile_linear_interpolation():
+    values = [float(v) for v in range(10, 0, -1)]  # unsorted on purpose
+    assert percentile(values, 50) == pytest.approx(5.5)
+    assert percentile(values, 10) == pytest.approx(1.9)
+    assert percentile(values, 90) == pytest.approx(9.1)
+    assert percentile(values, 0) == 1.0 and percentile(values, 100) == 10.0
+    assert percentile([3.0], 90) == 3.0
+    with pytest.raises(ValueError):
+        percentile([], 50)
+    with pytest.raises(ValueError):
+        percentile([1.0], 101)
+
+
+def test_timing_stats_from_samples_in_ms():
+    stats = TimingStats.from_samples([0.001, 0.003, 0.002, 0.010])
+    assert stats.runs == 4
+    assert stats.median_ms == pytest.approx(2.5)
+    assert stats.mean_ms == pytest.approx(4.0)
+    assert stats.min_ms == pytest.approx(1.0) and stats.max_ms == pytest.approx(10.0)
+    assert stats.p10_ms == pytest.approx(1.3)  # 1 + 0.3 * (2 - 1)
+    assert stats.p90_ms == pytest.approx(7.9)  # 3 + 0.7 * (10 - 3)
+    assert stats.total_s == pytest.approx(0.016)
+
+
+def test_time_callable_runs_until_min_runs_and_min_seconds():
+    # 0.125 s per run (exact in binary): 1 s needs 8 runs, more than min_runs=3
+    clock = FakeClock([0.125])
+    stats = time_callable(clock.work, warmup=4, min_runs=3, min_seconds=1.0, timer=clock)
+    assert stats.runs == 8 and clock.calls == 4 + 8
+    assert stats.median_ms == pytest.approx(125.0)
+    # min_runs dominates when runs are long
+    clock = FakeClock([0.5])
+    assert time_callable(clock.work, warmup=0, min_runs=5, min_seconds=1.0, timer=clock).runs == 5
+
+
+def test_time_callable_statistics_on_known_durations():
+    clock = FakeClock([0.001 * k for k in range(1, 11)])  # 1..10 ms, repeated
+    stats = time_callable(clock.work, warmup=0, min_runs=10, min_seconds=0.0, timer=clock)
+    assert stats.runs == 10
+    assert stats.median_ms == pytest.approx(5.5)
+    assert stats.p10_ms == pytest.approx(1.9)
+    assert stats.p90_ms == pytest.approx(9.1)
+    assert stats.mean_ms == pytest.approx(5.5)
+    # warm-up calls are not timed: with 10 warm-up calls the same durations come again
+    clock = FakeClock([0.001 * k for k in range(1, 11)])
+    stats = time_callable(clock.work, warmup=10, min_runs=10, min_seconds=0.0, timer=clock)
+    assert stats.median_ms == pytest.approx(5.5) and clock.calls == 20
+
+
+def test_time_callable_limits():
+    clock = FakeClock([0.25])
+    assert time_callable(clock.work, warmup=0, min_runs=100, min_seconds=0, max_runs=7, timer=clock).runs == 7
+    clock = FakeClock([1.0])
+    assert time_callable(clock.work, warmup=0, min_runs=100, min_seconds=0, max_seconds=3.0, timer=clock).runs == 3
+    clock = FakeClock([10.0])  # a single run longer than max_seconds still gives one sample
+    assert time_callable(clock.work, warmup=0, min_runs=5, max_seconds=1.0, timer=clock).runs == 1
+    for bad in (dict(min_runs=0), dict(warmup=-1), dict(min_seconds=-1), dict(max_seconds=0)):
+        with pytest.raises(ValueError):
+            time_callable(lambda: None, timer=clock, **bad)
+
+
+def test_pinned_threads_restores_the_previous_count():
+    before = torch.get_num_threads()
+    other = 2 if before != 2 else 1
+    with pinned_threads(other) as used:
+        assert used == other == torch.get_num_threads()
+    assert torch.get_num_threads() == before
+    with pytest.raises(RuntimeError), pinned_threads(other):
+        raise RuntimeError("boom")
+    assert torch.get_num_threads() == before
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(ValueError):
+            with pinned_threads(bad):
+                pass
+
+
+def test_machine_info_fields():
+    info = machine_info()
+    assert info["cpu"] and isinstance(info["cpu"], str)
+    assert info["logical_cpus"] >= 1 and "T" in info["date"]
+
+
+# -- runtimes ----------------------------------------------------------------------------------------------
+def test_measure_eager_reports_everything_and_restores_threads(small):
+    torch.set_num_threads(2)
+    try:
+        r = measure_latency(small, runtime="eager", resolution=64, threads=1, **FAST)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(1)
+    d = r.to_dict()
+    assert d["threads"] == 1 and d["runtime"] == "eager" and d["input_shape"] == [1, 3, 64, 64]
+    assert d["runs"] >= 3 and d["p10_ms"] <= d["median_ms"] <= d["p90_ms"]
+    for key in ("mean_ms", "cpu", "date", "load_avg_1m", "runtime_version", "detail", "model"):
+        assert key in d
+    assert "channels_last" in d["detail"]
+    json.dumps(d)
+
+
+def test_measure_restores_training_mode():
+    m = build(get_spec("mobilenet_v3_small", 0.35)).train()
+    measure_latency(m, resolution=32, **FAST)
+    assert m.training
+    profile_layers(m, resolution=32, warmup=0, runs=1)
+    assert m.training
+
+
+def test_measure_frozen_and_batch(small):
+    r = measure_latency(small, runtime="frozen", resolution=64, batch=2, **FAST)
+    assert r.input_shape == (2, 3, 64, 64) and r.extra["frozen_method"] == "torchscript"
+    r = measure_latency(small, runtime="frozen", resolution=64, channels_last=False,
+                        frozen_method="torchscript_ofi", **FAST)
+    assert "optimize_for_inference" in r.detail and "channels_last" not in r.detail
+    with pytest.raises(ValueError, match="frozen method"):
+        measure_latency(small, runtime="frozen", resolution=64, frozen_method="tensorrt", **FAST)
+
+
+def test_measure_onnxruntime(small):
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    r = measure_latency(small, runtime="onnxruntime", resolution=64, threads=1, **FAST)
+    assert "intra_op_num_threads=1" in r.detail and r.runtime_version
+    assert r.stats.runs >= 3
+
+
+def test_measure_accepts_names_and_specs():
+    spec = get_spec("mobilenet_v3_small", 0.35)
+    assert measure_latency(spec, resolution=32, **FAST).model == spec.name
+    assert measure_latency("mobilenet_v3_small", resolution=32, **FAST).input_shape == (1, 3, 32, 32)
+
+
+# -- bad inputs --------------------------------------------------------------------------------------------
+def test_input_checks(small):
+    spec = small.spec
+    with pytest.raises(InputError, match="4-D input.*unsqueeze"):
+        check_input_shape(spec, (3, 64, 64))
+    with pytest.raises(InputError, match="3-channel inputs; got 1"):
+        check_input_shape(spec, (1, 1, 64, 64))
+    with pytest.raises(InputError, match="batch size"):
+        check_input_shape(spec, (0, 3, 64, 64))
+    assert min_resolution(spec) == spec.stem_kernel == 3
+    with pytest.raises(InputError, match="too small.*at least 3"):
+        check_input_shape(spec, (1, 3, 2, 64))
+    check_input_shape(spec, (1, 3, 3, 3))  # the smallest it takes
+    with pytest.raises(InputError, match="floating-point"):
+        check_input(spec, torch.zeros(1, 3, 64, 64, dtype=torch.uint8))
+    with pytest.raises(InputError, match="float64 does not match"):
+        check_input(spec, torch.zeros(1, 3, 64, 64, dtype=torch.float64))
+    with pytest.raises(InputError, match="torch.Tensor"):
+        check_input(spec, [[0.0]])
+
+
+def test_small_inputs_below_the_output_stride_still_run(small):
+    # 20 < 32: every stride-2 layer rounds up, the last feature map is 1x1
+    with torch.no_grad():
+        assert small.forward_features(torch.randn(1, 3, 20, 20)).shape[-2:] == (1, 1)
+    assert measure_latency(small, resolution=20, **FAST).input_shape == (1, 3, 20, 20)
+
+
+def test_measure_rejects_bad_requests(small):
+    with pytest.raises(InputError):
+        measure_latency(small, resolution=2, **FAST)
+    with pytest.raises(InputError):
+        measure_latency(small, x=torch.randn(3, 64, 64), **FAST)
+    with pytest.raises(InputError):
+        measure_latency(small, x=torch.randn(1, 4, 64, 64), **FAST)
+    with pytest.raises(InputError):
+        measure_latency(small, runtime="frozen", x=torch.randn(1, 3, 64, 64).double(), **FAST)
+    with pytest.raises(ValueError, match="unknown runtime"):
+        measure_latency(small, runtime="tflite", **FAST)
+    with pytest.raises(ValueError, match="threads"):
+        measure_latency(small, resolution=32, threads=0, **FAST)
+
+
+def test_missing_runtime_names_the_extra(small, monkeypatch):
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # makes `import onnxruntime` fail
+    with pytest.raises(MissingExtraError, match=r"mobilenetv3\[deploy\]"):
+        measure_latency(small, runtime="onnxruntime", resolution=32, **FAST)
+    with pytest.raises(MissingExtraError, match="pip install onnxscript"):
+        require("onnxscript_not_installed_here", extra=None)
+
+
+# -- per-layer profiles -------------------------------------------------------------------------------------
+def test_profile_layers_names_shares_and_madds(small):
+    rows = profile_layers(small, resolution=64, warmup=1, runs=3, channels_last=False)  # hooks on `small` itself
+    names = [r.name for r in rows]
+    n = len(small.spec.blocks)
+    assert names == ["stem", *[f"block{i}" for i in range(1, n + 1)], "last_conv", "head"]
+    assert [n for n, _ in layer_names(small)] == names
+    assert sum(r.share for r in rows) == pytest.approx(1.0)
+    assert all(r.median_ms > 0 and r.p90_ms >= r.median_ms for r in rows)
+    assert sum(r.madds for r in rows) == spec_cost(small.spec, 64).madds
+    # hooks are removed afterwards
+    assert not any(m._forward_hooks or m._forward_pre_hooks for m in small.modules())
+
+
+def test_parse_ort_profile_aggregates_node_medians_per_op_and_stage():
+    names = ["stem", "block1", "last_conv"]
+
+    def node(name, op, dur):
+        return {"cat": "Node", "name": f"{name}_kernel_time", "dur": dur, "args": {"op_name": op}}
+
+    events = [{"cat": "Session", "name": "model_run", "dur": 999}]
+    for run, slow in enumerate((1, 1, 50)):  # the third run was disturbed: medians ignore it
+        events += [
+            node("/features/features.0/conv/Conv", "Conv", 100 * slow),
+            {"cat": "Node", "name": "/features/features.0/conv/Conv_fence_before", "dur": 5, "args": {}},
+            node("/features/features.1/dw/conv/Conv", "Conv", 300 + run),
+            node("/features/features.1/se/Mul", "Mul", 40),
+            node("ReorderOutput_token_3", "ReorderOutput", 60),
+            node("/classifier/Gemm", "Gemm", 100),
+        ]
+    p = parse_ort_profile(events, names=names)
+    assert p["runs"] == 3 and p["nodes"] == 5
+    assert p["by_op"] == pytest.approx({"Conv": 0.401, "Gemm": 0.1, "ReorderOutput": 0.06, "Mul": 0.04})
+    assert list(p["by_op"])[0] == "Conv"  # sorted by time
+    assert p["by_stage"] == pytest.approx({"stem": 0.1, "block1": 0.341, "reorders": 0.06, "head": 0.1})
+    assert p["total_ms"] == pytest.approx(0.601)
+
+
+def test_profile_onnxruntime(small):
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    p = profile_onnxruntime(small, resolution=64, warmup=1, runs=2)
+    assert p["runs"] == 2 and p["total_ms"] > 0
+    assert "Conv" in p["by_op"]
+    assert {"stem", "block1", f"block{len(small.spec.blocks)}", "head"} <= set(p["by_stage"])
+    assert p["total_ms"] == pytest.approx(sum(p["by_stage"].values()))
+
+
+# -- CLI -----------------------------------------------------------------------------------------------------
+def run(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_cli_latency_json(capsys):
+    code, out, _ = run(capsys, "latency", "mobilenet_v3_small", "--width-mult", "0.35", "--resolution", "64",
+                       "--warmup", "1", "--min-runs", "3", "--min-seconds", "0", "--per-layer", "--json")
+    assert code == 0
+    data = json.loads(out)
+    (r,) = data["results"]
+    assert r["runtime"] == "eager" and r["threads"] == 1 and r["input_shape"] == [1, 3, 64, 64]
+    assert r["vs_eager"] == 1.0 and r["trained_weights"] is False
+    assert data["per_layer_eager"][0]["name"] == "stem" and data["per_layer_onnxruntime"] is None
+
+
+def test_cli_latency_all_runtimes_table(capsys):
+    pytest.importorskip("onnxruntime")
+    code, out, _ = run(capsys, "latency", "mobilenet_v3_small", "--width-mult", "0.35", "--resolution", "48",
+                       "--runtime", "all", "--warmup", "1", "--min-runs", "2", "--min-seconds", "0", "--per-layer")
+    assert code == 0
+    for word in ("eager", "frozen", "onnxruntime", "median ms", "per stage", "per op type", "random weights"):
+        assert word in out
+
+
+def test_cli_latency_spec_file(capsys, tmp_path):
+    path = tmp_path / "tiny.json"
+    get_spec("mobilenet_v3_small", 0.35).save(path)
+    for argv in (["--spec", str(path)], [str(path)]):
+        code, out, err = run(capsys, "latency", *argv, "--resolution", "32", "--warmup", "0", "--min-runs", "1",
+                             "--min-seconds", "0", "--json")
+        assert code == 0, err
+        assert json.loads(out)["results"][0]["model"] == "mobilenet_v3_small_035"
+
+
+def test_cli_latency_errors(capsys, tmp_path, monkeypatch):
+    code, _, err = run(capsys, "latency", "mobilenet_v3_small", "--resolution", "2")
+    assert code == 2 and "too small" in err
+    code, _, err = run(capsys, "latency", str(tmp_path / "missing_run"))
+    assert code == 2 and "run directory not found" in err
+    code, _, err = run(capsys, "latency", "mobilenet_v3_smal")
+    assert code == 2 and "Did you mean" in err
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)
+    code, _, err = run(capsys, "latency", "mobilenet_v3_small", "--width-mult", "0.35", "--resolution", "32",
+                       "--runtime", "onnxruntime")
+    assert code == 2 and "mobilenetv3[deploy]" in err
+
+
+def test_litert_runtime_or_its_missing_extra(small, monkeypatch):
+    import importlib.util
+
+    from mobilenetv3.latency import available_runtimes
+
+    if importlib.util.find_spec("litert_torch") is not None:
+        assert "litert" in available_runtimes()
+        r = measure_latency(small, runtime="litert", resolution=64, **FAST)
+        assert r.runtime == "litert" and "num_threads=1" in r.detail
+    monkeypatch.setitem(sys.modules, "litert_torch", None)
+    assert "litert" not in available_runtimes()
+    with pytest.raises(MissingExtraError, match=r"mobilenetv3\[litert\]"):
+        measure_latency(small, runtime="litert", resolution=64, **FAST)
