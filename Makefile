@@ -21,7 +21,8 @@ setup: $(VENV)/.installed
 # torchvision and timm only work with a newer torch than the core's, so they live in their own environment.
 $(PEER_VENV)/.installed:
 	$(PYTHON) -m venv $(PEER_VENV)
-	$(PEER_PY) -m pip install -q "torch==2.15.*" "torchvision==0.29.2" timm numpy pillow tqdm safetensors pytest hypothesis
+	$(PEER_PY) -m pip install -q "torch==2.15.*" "torchvision==0.29.2" timm numpy pillow tqdm safetensors pytest hypothesis \
+		onnx onnxruntime onnxscript
 	touch $@
 
 peer-setup: $(PEER_VENV)/.installed

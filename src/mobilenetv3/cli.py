@@ -305,16 +305,76 @@ def _ms(v: float) -> str:
     return f"{v:.3f}" if v < 10 else f"{v:.2f}"
 
 
+def _int8_profile(model, args: argparse.Namespace) -> dict:
+    """ONNX Runtime's profile of the int8 model (quantised as the onnxruntime-int8 runtime does)."""
+    import os
+    import tempfile
+
+    from .deploy.onnx_export import _input_shape
+    from .deploy.quantize import profile_onnx, quantize_onnx, random_calibration_data
+    from .latency import _feature_names
+
+    shape = _input_shape(model, None, args.resolution, args.batch)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "int8.onnx")
+        quantize_onnx(model, path, random_calibration_data(shape), input_shape=shape, verify=False)
+        prof = profile_onnx(path, threads=args.threads, names=_feature_names(model.spec))
+    prof.pop("nodes")
+    return prof
+
+
+def _print_ort_profile(title: str, prof: dict) -> None:
+    total = prof["total_ms"] or 1.0
+    print(f"\n{title}, per stage (its profiler: each node's median kernel ms over {prof['runs']} runs)")
+    print(_table(["stage", "ms", "share"],
+                 [[k, _ms(v), f"{100 * v / total:.1f}%"] for k, v in prof["by_stage"].items()]))
+    print(f"\n{title}, per op type")
+    print(_table(["op", "ms", "share"], [[k, _ms(v), f"{100 * v / total:.1f}%"] for k, v in prof["by_op"].items()]))
+
+
+def _latency_of_onnx_file(args: argparse.Namespace) -> int:
+    from . import latency
+
+    if args.runtime not in (None, "onnxruntime", "onnxruntime-int8"):
+        raise CLIError(f"an ONNX file runs in ONNX Runtime; --runtime {args.runtime} does not apply to {args.name}")
+    try:
+        result = latency.measure_onnx_file(args.name, threads=args.threads, warmup=args.warmup,
+                                           min_runs=args.min_runs, min_seconds=args.min_seconds).to_dict()
+        prof = None
+        if args.per_layer:
+            from .deploy.quantize import profile_onnx
+
+            prof = profile_onnx(args.name, threads=args.threads)
+            prof.pop("nodes")
+    except latency.MissingExtraError as e:
+        raise CLIError(str(e)) from None
+    if args.json:
+        _print_json({"results": [result], "per_layer_onnxruntime": prof})
+        return 0
+    print(f"{args.name}, input {'x'.join(map(str, result['input_shape']))}, {result['threads']} thread(s), "
+          f"{result['cpu']} (load {result['load_avg_1m']}), {result['date']}")
+    print(_table(["runtime", "median ms", "p10", "p90", "mean", "runs", "set-up"],
+                 [[result["runtime"], _ms(result["median_ms"]), _ms(result["p10_ms"]), _ms(result["p90_ms"]),
+                   _ms(result["mean_ms"]), result["runs"], f"{result['detail']} ({result['runtime_version']})"]],
+                 "lrrrrrl"))
+    if prof:
+        _print_ort_profile("onnxruntime", prof)
+    return 0
+
+
 def cmd_latency(args: argparse.Namespace) -> int:
     from . import latency
 
     if args.resolution is not None and args.resolution < 1:
         raise CLIError(f"--resolution must be a positive integer, got {args.resolution}")
+    if args.name is not None and args.name.endswith(".onnx"):
+        return _latency_of_onnx_file(args)
+    args.runtime = args.runtime or "eager"
     model, trained = load_model(args.name, args.spec, args.width_mult, args.checkpoint, args.weights,
                                 args.resolution)
     runtimes = latency.available_runtimes() if args.runtime == "all" else [args.runtime]
     common = dict(resolution=args.resolution, batch=args.batch, threads=args.threads)
-    results, layers, ort_profile = [], None, None
+    results, layers, ort_profile, int8_profile = [], None, None, None
     try:
         for runtime in runtimes:
             result = latency.measure_latency(model, runtime=runtime, warmup=args.warmup, min_runs=args.min_runs,
@@ -326,6 +386,8 @@ def cmd_latency(args: argparse.Namespace) -> int:
             layers = [t.to_dict() for t in stages]
         if args.per_layer and "onnxruntime" in runtimes:
             ort_profile = latency.profile_onnxruntime(model, **common)
+        if args.per_layer and "onnxruntime-int8" in runtimes:
+            int8_profile = _int8_profile(model, args)
     except latency.MissingExtraError as e:
         raise CLIError(str(e)) from None
     eager = next((r["median_ms"] for r in results if r["runtime"] == "eager"), None)
@@ -333,7 +395,8 @@ def cmd_latency(args: argparse.Namespace) -> int:
         r["vs_eager"] = round(eager / r["median_ms"], 3) if eager else None
         r["trained_weights"] = trained
     if args.json:
-        _print_json({"results": results, "per_layer_eager": layers, "per_layer_onnxruntime": ort_profile})
+        _print_json({"results": results, "per_layer_eager": layers, "per_layer_onnxruntime": ort_profile,
+                     "per_layer_onnxruntime_int8": int8_profile})
         return 0
     first, info = results[0], latency.machine_info()
     print(f"{first['model']}, input {'x'.join(map(str, first['input_shape']))}, {first['threads']} thread(s), "
@@ -349,18 +412,103 @@ def cmd_latency(args: argparse.Namespace) -> int:
                        "-" if t["madds"] is None else f"{t['madds'] / 1e6:.2f}",
                        "-" if not t["madds"] else f"{t['madds'] / t['median_ms'] / 1e6:.1f}"] for t in layers]))
     if ort_profile:
-        total = ort_profile["total_ms"] or 1.0
-        print(f"\nonnxruntime, per stage (its profiler: each node's median kernel ms over {ort_profile['runs']} runs)")
-        print(_table(["stage", "ms", "share"], [[k, _ms(v), f"{100 * v / total:.1f}%"]
-                                                for k, v in ort_profile["by_stage"].items()]))
-        print("\nonnxruntime, per op type")
-        print(_table(["op", "ms", "share"], [[k, _ms(v), f"{100 * v / total:.1f}%"]
-                                             for k, v in ort_profile["by_op"].items()]))
+        _print_ort_profile("onnxruntime", ort_profile)
+    if int8_profile:
+        _print_ort_profile("onnxruntime-int8", int8_profile)
     if args.per_layer and "frozen" in runtimes and len(runtimes) == 1:
         print("\n(no per-layer profile for the frozen graph: freezing removes the module boundaries)")
     if not trained:
         print("\nrandom weights (no checkpoint); latency does not depend on them")
     return 0
+
+
+def _calibration(args: argparse.Namespace, trained: bool, shape: tuple[int, ...]):
+    """Calibration images for ``--int8``: --calib-data, else a RUN_DIR's own training data (its preprocessing)."""
+    from .deploy.quantize import calibration_data, random_calibration_data
+
+    run_data = None
+    if trained:
+        from .train.evaluate import read_run_config
+
+        run_data = read_run_config(args.name)["data"]
+    source = args.calib_data or (run_data or {}).get("name")
+    if source is None:
+        raise CLIError("--int8 needs calibration images: --calib-data fashion-mnist|FOLDER (a RUN_DIR calibrates on "
+                       "its own training data by default; --calib-data noise gives a model for timing only)")
+    if source == "noise":
+        return random_calibration_data(shape, min(args.calib_samples, 16)), "noise (seeded random inputs)"
+    options = {}
+    if run_data is not None:  # the run's preprocessing, whatever the images
+        options = {"mean": run_data["mean"], "std": run_data["std"], "crop_fraction": run_data.get("crop_fraction")}
+        if source == run_data["name"]:
+            options["data_dir"] = run_data.get("data_dir")
+    batches = calibration_data(source, resolution=shape[2], channels=shape[1], samples=args.calib_samples,
+                               batch=1 if args.dynamic_batch else shape[0], **options)
+    return batches, source
+
+
+def _export_int8(args: argparse.Namespace, model, trained: bool) -> int:
+    from .deploy.onnx_export import _input_shape
+    from .latency import MissingExtraError, require
+
+    try:
+        if args.int8_toolchain == "onnxruntime":  # fail before the calibration data is read
+            require("onnx", purpose="int8 export")
+            require("onnxruntime.quantization", purpose="int8 quantisation")
+        else:
+            from .deploy.quantize import _pt2e_modules
+
+            _pt2e_modules()
+        shape = _input_shape(model, None, args.resolution, args.batch)
+        calib, source = _calibration(args, trained, shape)
+        if args.int8_toolchain == "onnxruntime":
+            from .deploy.quantize import quantize_onnx
+
+            result = quantize_onnx(model, args.out, calib, input_shape=shape, dynamic_batch=args.dynamic_batch
+                                   ).to_dict()
+        else:
+            result = _export_pt2e(model, args.out, calib, shape)
+    except MissingExtraError as e:
+        raise CLIError(str(e)) from None
+    result.update({"ok": True, "trained_weights": trained, "calibration_data": source})
+    if args.json:
+        _print_json(result)
+        return 0
+    checks = result["checks"]
+    print(f"wrote {result['path']}: int8 ({result['toolchain']}), input {'x'.join(map(str, result['input_shape']))}"
+          + (", dynamic batch" if result.get("dynamic_batch") else "")
+          + f", calibrated on {result['calibration_samples']} batch(es) from {source}")
+    if result.get("graph_changes"):
+        print("graph changes: " + ", ".join(f"{k} {v}" for k, v in result["graph_changes"].items()))
+    if result.get("ops"):
+        print("ops: " + ", ".join(f"{k} {v}" for k, v in result["ops"].items()))
+    print(f"check on {checks['images']} calibration images: argmax agrees with float on "
+          f"{100 * checks['argmax_agreement']:.1f}%, max |int8 - float| {checks['max_abs_diff']:.3g} "
+          f"({100 * checks['relative_max_diff']:.1f}% of the float logits' range)"
+          + ("" if trained else " (random weights)"))
+    return 0
+
+
+def _export_pt2e(model, out: str, calib, shape) -> dict:
+    """PT2E int8 (X86InductorQuantizer) saved as a torch.export program, checked after loading it back."""
+    import numpy as np
+    import torch
+
+    from .deploy.quantize import compare_outputs, load_pt2e, quantize_pt2e, save_pt2e
+
+    tensors = [torch.from_numpy(c) for c in calib]
+    quantized = quantize_pt2e(model, tensors)
+    save_pt2e(quantized, out, tensors[0])
+    loaded = load_pt2e(out)
+    sample = tensors[: min(len(tensors), 32)]
+    with torch.no_grad():
+        before = np.concatenate([quantized(t).numpy() for t in sample])
+        after = np.concatenate([loaded(t).numpy() for t in sample])
+        want = np.concatenate([model.eval()(t).numpy() for t in sample])
+    if not np.array_equal(before, after):
+        raise RuntimeError(f"{out}: the reloaded program's outputs differ from the quantised module's")
+    return {"path": str(out), "toolchain": "pt2e", "input_shape": list(shape), "calibration_samples": len(calib),
+            "checks": {**compare_outputs(after, want), "identical_after_reload": True}}
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -371,8 +519,17 @@ def cmd_export(args: argparse.Namespace) -> int:
         raise CLIError(f"--resolution must be a positive integer, got {args.resolution}")
     if args.format == "litert" and (args.dynamic_batch or args.dynamic_resolution):
         raise CLIError("--format litert exports a fixed input shape (no --dynamic-batch / --dynamic-resolution)")
+    if args.int8 and (args.format != "onnx" or args.dynamic_resolution):
+        raise CLIError("--int8 writes ONNX (or a .pt2 with --int8-toolchain pt2e) at a fixed resolution "
+                       "(no --format litert, no --dynamic-resolution)")
+    if not args.int8 and (args.calib_data is not None or args.int8_toolchain != "onnxruntime"):
+        raise CLIError("--calib-data and --int8-toolchain apply to --int8 exports")
+    if args.int8 and args.calib_samples < 1:
+        raise CLIError(f"--calib-samples must be a positive integer, got {args.calib_samples}")
     model, trained = load_model(args.name, args.spec, args.width_mult, args.checkpoint, args.weights,
                                 args.resolution)
+    if args.int8:
+        return _export_int8(args, model, trained)
     try:
         if args.format == "litert":
             report = export_litert(model, args.out, resolution=args.resolution, batch=args.batch, fold=args.fold,
@@ -427,8 +584,10 @@ def _add_deploy_commands(sub) -> None:
                                    "default, warm-up runs, then at least --min-runs runs and --min-seconds "
                                    "seconds; median, p10, p90, mean.")
     _add_model_source(p)
-    p.add_argument("--runtime", choices=(*RUNTIMES, "all"), default="eager",
-                   help="runtime (default eager; all: eager, frozen, onnxruntime, and litert when installed)")
+    p.add_argument("--runtime", choices=(*RUNTIMES, "all"), default=None,
+                   help="runtime (default eager; all: eager, frozen, onnxruntime, and litert when installed; "
+                        "onnxruntime-int8: the int8 QDQ model, calibrated on random inputs: latency does not depend "
+                        "on them). NAME may also be an .onnx file, timed as it is")
     p.add_argument("--threads", type=int, default=1, help="intra-op threads (default 1)")
     p.add_argument("--warmup", type=int, default=10, help="untimed runs first (default 10)")
     p.add_argument("--min-runs", type=int, default=50, help="at least this many timed runs (default 50)")
@@ -455,6 +614,16 @@ def _add_deploy_commands(sub) -> None:
                    help="fold BatchNorm into the convolutions first (default on)")
     p.add_argument("--atol", type=float, default=1e-4,
                    help="largest allowed |ONNX Runtime - PyTorch| difference (default 1e-4)")
+    g = p.add_argument_group("int8 (post-training quantisation)")
+    g.add_argument("--int8", action="store_true",
+                   help="quantise to int8: QDQ ONNX for ONNX Runtime (uint8 activations, per-channel int8 weights)")
+    g.add_argument("--calib-data", metavar="fashion-mnist|FOLDER|noise",
+                   help="calibration images (default for a RUN_DIR: its own training data); FOLDER: ImageNet "
+                        "layout or any folder of images; noise: seeded random inputs, for timing only")
+    g.add_argument("--calib-samples", type=int, default=256, metavar="N", help="calibration images (default 256)")
+    g.add_argument("--int8-toolchain", choices=("onnxruntime", "pt2e"), default="onnxruntime",
+                   help="onnxruntime (default, measured faster) or pt2e: PyTorch PT2E with the X86InductorQuantizer, "
+                        "written as a torch.export program (.pt2; needs torchao)")
     p.set_defaults(func=cmd_export)
 
 

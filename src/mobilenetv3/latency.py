@@ -24,6 +24,11 @@ Runtimes (:data:`RUNTIMES`):
 ``onnxruntime``
     The model exported to ONNX (BatchNorm folded) in an ONNX Runtime session: CPU provider, graph optimisation
     level ALL, sequential execution, ``intra_op_num_threads`` = the thread count. Needs the ``deploy`` extra.
+``onnxruntime-int8``
+    The model quantised to int8 by :func:`~mobilenetv3.deploy.quantize.quantize_onnx` (QDQ, its default
+    graph-level set-up) in the same kind of session. Calibrated on ``calibration`` when given, else on a few
+    seeded random inputs: kernel times do not depend on the values, accuracy does (use real images for a model
+    you ship). Needs the ``deploy`` extra.
 ``litert``
     The model converted to ``.tflite`` by ``litert-torch`` (BatchNorm folded) in the LiteRT interpreter with
     ``num_threads`` = the thread count (XNNPACK on CPU): the paper's runtime. Needs the ``litert`` extra.
@@ -54,7 +59,7 @@ from torch import nn
 from .cost import spec_cost
 from .spec import ArchSpec
 
-RUNTIMES = ("eager", "frozen", "onnxruntime", "litert")
+RUNTIMES = ("eager", "frozen", "onnxruntime", "onnxruntime-int8", "litert")
 CORE_RUNTIMES = ("eager", "frozen", "onnxruntime")
 FROZEN_METHODS = ("torchscript", "torchscript_ofi", "compile")
 DEFAULT_FROZEN = "torchscript"
@@ -371,6 +376,26 @@ def _onnxruntime(model: nn.Module, x: torch.Tensor, threads: int) -> Prepared:
     return Prepared("onnxruntime", detail, run, ort.__version__, threads)
 
 
+def _onnxruntime_int8(model: nn.Module, x: torch.Tensor, threads: int, calibration: Sequence[Any] | None) -> Prepared:
+    from .deploy.quantize import quantize_onnx, random_calibration_data
+
+    ort = require("onnxruntime", purpose="the ONNX Runtime runtime")
+    calib = list(calibration) if calibration is not None else random_calibration_data(tuple(x.shape))
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "model_int8.onnx")
+        report = quantize_onnx(model, path, calib, input_shape=tuple(x.shape), verify=False)
+        session = ort_session(path, threads)
+    feed = {session.get_inputs()[0].name: x.detach().cpu().float().numpy()}
+
+    def run() -> Any:
+        return session.run(None, feed)
+
+    detail = (f"int8 QDQ ({'real' if calibration is not None else 'random'} calibration, {len(calib)} inputs), "
+              f"CPUExecutionProvider, ORT_ENABLE_ALL, sequential, intra_op_num_threads={threads}")
+    return Prepared("onnxruntime-int8", detail, run, ort.__version__, threads,
+                    {"int8_graph_changes": report.graph_changes})
+
+
 def _litert(model: nn.Module, x: torch.Tensor, threads: int) -> Prepared:
     from .deploy.fold import fold_bn
     from .deploy.litert_export import LiteRTRunner, convert_litert, litert_version
@@ -387,14 +412,18 @@ def _litert(model: nn.Module, x: torch.Tensor, threads: int) -> Prepared:
 
 
 def prepare_runtime(runtime: str, model: nn.Module, x: torch.Tensor, threads: int = 1, *,
-                    channels_last: bool = True, frozen_method: str = DEFAULT_FROZEN) -> Prepared:
-    """Set up ``runtime`` for ``model`` on the fixed input ``x``; call within :func:`pinned_threads`."""
+                    channels_last: bool = True, frozen_method: str = DEFAULT_FROZEN,
+                    calibration: Sequence[Any] | None = None) -> Prepared:
+    """Set up ``runtime`` for ``model`` on the fixed input ``x``; call within :func:`pinned_threads`.
+    ``calibration``: inputs shaped like ``x`` for ``onnxruntime-int8``."""
     if runtime == "eager":
         return _eager(model, x, threads, channels_last)
     if runtime == "frozen":
         return _frozen(model, x, threads, frozen_method, channels_last)
     if runtime == "onnxruntime":
         return _onnxruntime(model, x, threads)
+    if runtime == "onnxruntime-int8":
+        return _onnxruntime_int8(model, x, threads, calibration)
     if runtime == "litert":
         return _litert(model, x, threads)
     raise ValueError(f"unknown runtime {runtime!r} (choose from {', '.join(RUNTIMES)})")
@@ -455,35 +484,66 @@ def _resolve_input(model: nn.Module, x: torch.Tensor | None, resolution: int | N
 def measure_latency(model: nn.Module | ArchSpec | str, *, runtime: str = "eager", resolution: int | None = None,
                     batch: int = 1, threads: int = 1, warmup: int = 10, min_runs: int = 50,
                     min_seconds: float = 2.0, max_seconds: float = 120.0, x: torch.Tensor | None = None,
-                    channels_last: bool = True, frozen_method: str = DEFAULT_FROZEN) -> LatencyResult:
+                    channels_last: bool = True, frozen_method: str = DEFAULT_FROZEN,
+                    calibration: Sequence[Any] | None = None) -> LatencyResult:
     """Median latency (and p10/p90/mean) of one forward pass of ``model`` on ``runtime``.
 
     ``model``: a module (its weights are used), a spec, a zoo name or a spec file (random weights: latency does
-    not depend on them). The input is ``x`` or a seeded random ``(batch, C, resolution, resolution)`` tensor.
+    not depend on them). The input is ``x`` or a seeded random ``(batch, C, resolution, resolution)`` tensor;
+    ``calibration`` (arrays shaped like it) calibrates the ``onnxruntime-int8`` runtime.
     The model is measured in eval mode; its own mode and the thread count are restored afterwards.
     """
     if runtime not in RUNTIMES:
         raise ValueError(f"unknown runtime {runtime!r} (choose from {', '.join(RUNTIMES)})")
-    if runtime == "onnxruntime":
+    if runtime in ("onnxruntime", "onnxruntime-int8"):
         require("onnxruntime", purpose="the ONNX Runtime runtime")
         require("onnx", purpose="exporting to ONNX")
     if runtime == "litert":
         require("litert_torch", extra="litert", purpose="LiteRT conversion")
         require("ai_edge_litert", extra="litert", purpose="the LiteRT interpreter")
     model = as_model(model)
-    x = _resolve_input(model, x, resolution, batch, require_float32=runtime in ("onnxruntime", "litert"))
+    x = _resolve_input(model, x, resolution, batch,
+                       require_float32=runtime in ("onnxruntime", "onnxruntime-int8", "litert"))
     info = machine_info()
     was_training = model.training
     try:
         with pinned_threads(threads) as used:
             prepared = prepare_runtime(runtime, model, x, used, channels_last=channels_last,
-                                       frozen_method=frozen_method)
+                                       frozen_method=frozen_method, calibration=calibration)
             stats = time_callable(prepared.run, warmup=warmup, min_runs=min_runs, min_seconds=min_seconds,
                                   max_seconds=max_seconds)
     finally:
         model.train(was_training)
     return LatencyResult(_model_name(model), runtime, prepared.detail, tuple(x.shape), prepared.threads, warmup,
                          stats, prepared.version, info, dict(prepared.extra))
+
+
+def measure_onnx_file(path: str | os.PathLike, *, threads: int = 1, warmup: int = 10, min_runs: int = 50,
+                      min_seconds: float = 2.0, max_seconds: float = 120.0, seed: int = 0) -> LatencyResult:
+    """Latency of an ONNX file as it is (say one written by ``mnv3 export --int8``) in the session
+    :func:`ort_session` sets up, on a seeded random input of its shape (symbolic dimensions taken as 1).
+
+    The runtime is reported as ``onnxruntime-int8`` when the graph holds quantisation nodes.
+    """
+    import numpy as np
+
+    ort = require("onnxruntime", purpose="the ONNX Runtime runtime")
+    onnx = require("onnx", purpose="reading an ONNX file")
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"ONNX file not found: {path}")
+    ops = {n.op_type for n in onnx.load(str(path), load_external_data=False).graph.node}
+    int8 = bool(ops & {"QuantizeLinear", "QLinearConv", "ConvInteger", "MatMulInteger"})
+    info = machine_info()
+    session = ort_session(path, threads)
+    inp = session.get_inputs()[0]
+    shape = tuple(d if isinstance(d, int) else 1 for d in inp.shape)
+    feed = {inp.name: np.random.default_rng(seed).standard_normal(shape).astype(np.float32)}
+    stats = time_callable(lambda: session.run(None, feed), warmup=warmup, min_runs=min_runs,
+                          min_seconds=min_seconds, max_seconds=max_seconds)
+    detail = f"{path.name}: CPUExecutionProvider, ORT_ENABLE_ALL, sequential, intra_op_num_threads={threads}"
+    return LatencyResult(path.stem, "onnxruntime-int8" if int8 else "onnxruntime", detail, shape, threads, warmup,
+                         stats, ort.__version__, info, {"file": str(path)})
 
 
 # -- per-layer profiles -------------------------------------------------------------------------------------

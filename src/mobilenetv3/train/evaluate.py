@@ -150,6 +150,8 @@ def evaluate_run(run_dir: str | os.PathLike, *, data: str | None = None, data_di
         dataset = Subset(dataset, range(min(limit, len(dataset))))
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers, collate_fn=collate)
     channels_last = bool(config.get("derived", {}).get("channels_last", False))
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
     result = evaluate(model, loader, len(classes), device=dev, channels_last=channels_last)
     result["per_class"] = dict(zip(classes, result["per_class"], strict=True))
     return {"run_dir": str(run_dir), "checkpoint": checkpoint, "weights": weights, "data": data or d["name"],

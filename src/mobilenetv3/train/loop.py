@@ -300,7 +300,8 @@ class Trainer:
         classes = list(train_set.classes)
         info = {
             # An absolute folder path, so that `mnv3 eval RUN_DIR` works from any directory.
-            "name": str(Path(c.data).resolve()) if Path(c.data).is_dir() else c.data, "data_dir": c.data_dir, "val_split": c.val_split, "resolution": c.resolution,
+            "name": str(Path(c.data).resolve()) if Path(c.data).is_dir() else c.data, "data_dir": c.data_dir,
+            "val_split": c.val_split, "resolution": c.resolution,
             "channels": int(train_set.channels), "mean": list(train_set.mean),
             "std": list(train_set.std), "classes": classes, "crop_fraction": c.crop_fraction,
             "train_size": len(train_set), "val_size": len(val_set),
