@@ -34,16 +34,16 @@ RECIPES: dict[str, dict[str, Any]] = {
         rmsprop_decay=0.9, rmsprop_eps=1e-3, weight_decay=1e-5, wd_exempt="norm", label_smoothing=0.0,
         ema_decay=0.9999, crop_scale=None, hflip=0.5, color_jitter=0.0, crop_fraction=0.875,
     ),
-    # Chosen by short experiments on a 2-core CPU (see the training report): 64x64 inputs (the 28x28 images
-    # upsampled; Small's stride-32 trunk still ends at 2x2), a larger learning rate than linear scaling from the
-    # paper gives for such a short run, cosine decay, label smoothing, a faster EMA, and crops of 25-100% of the
-    # area (the data package's Fashion-MNIST default) without the 0.875 evaluation crop (the garments fill the
-    # frame).
+    # The best of the experiments run so far on a 2-core CPU (2026-11-26): 56x56 inputs (the 28x28 images
+    # upsampled; Small's stride-32 trunk ends at 2x2), the paper's linearly scaled learning rate (0.1 * 128 / 4096,
+    # about 0.003; 0.01 was clearly worse), cosine decay, label smoothing, a faster EMA, mild crops of 80-100% of
+    # the area (25-100% and 60-100% converged more slowly), no 0.875 evaluation crop (the garments fill the frame).
+    # 16 epochs reached 92.9% test top-1 (EMA); the 93.5% target is not reached yet.
     "fashion-mnist": dict(
-        epochs=12, batch_size=128, resolution=64, lr=0.01, lr_base=PAPER_BASE_LR, lr_base_batch=PAPER_BASE_BATCH,
+        epochs=16, batch_size=128, resolution=56, lr=0.003, lr_base=PAPER_BASE_LR, lr_base_batch=PAPER_BASE_BATCH,
         schedule="cosine", warmup_epochs=1.0, decay_rate=0.97, decay_epochs=2.4, min_lr=0.0, optimizer="rmsprop",
         momentum=0.9, rmsprop_decay=0.9, rmsprop_eps=1e-3, weight_decay=1e-5, wd_exempt="norm",
-        label_smoothing=0.1, ema_decay=0.999, crop_scale=None, hflip=0.5, color_jitter=0.0, crop_fraction=1.0,
+        label_smoothing=0.1, ema_decay=0.999, crop_scale=(0.8, 1.0), hflip=0.5, color_jitter=0.0, crop_fraction=1.0,
     ),
 }
 
