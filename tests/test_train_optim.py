@@ -209,9 +209,11 @@ def test_seeded_samples_repeat_and_leave_the_global_rng_alone():
 # -- recipes ------------------------------------------------------------------------------------------------
 def test_recipes_fill_what_is_left_unset():
     from mobilenetv3.train import TrainConfig, resolve
+    from mobilenetv3.train.config import RECIPES
 
     fm = resolve(TrainConfig(out="runs/x", model="mobilenet_v3_small"))
-    assert fm.recipe == "fashion-mnist" and fm.data == "fashion-mnist" and fm.resolution == 64
+    assert fm.recipe == "fashion-mnist" and fm.data == "fashion-mnist"
+    assert fm.resolution == RECIPES["fashion-mnist"]["resolution"] == 56
     paper = resolve(TrainConfig(out="runs/x", model="mobilenet_v3_small", data="/data/imagenet", batch_size=256))
     assert paper.recipe == "paper" and paper.lr == pytest.approx(0.1 * 256 / 4096)
     assert (paper.optimizer, paper.momentum, paper.rmsprop_decay, paper.weight_decay, paper.ema_decay) == (
