@@ -101,11 +101,19 @@ def kinds(path: str) -> dict[str, float]:
     return out
 
 
-def interleaved(runners: dict[str, object], rounds: int, min_seconds: float) -> dict[str, list[float]]:
+CLOCKS = {"wall": time.perf_counter, "cpu": time.thread_time}
+
+
+def interleaved(runners: dict[str, object], rounds: int, min_seconds: float, clock: str = "wall"
+                ) -> dict[str, list[float]]:
+    """Each runner timed ``rounds`` times, round after round; ``clock="cpu"`` times each call by this thread's CPU
+    time, which leaves out the time the scheduler gives other processes on a busy machine (ONNX Runtime and
+    PyTorch with one thread compute on the calling thread)."""
     medians: dict[str, list[float]] = {k: [] for k in runners}
     for _ in range(rounds):
         for label, run in runners.items():
-            medians[label].append(time_callable(run, warmup=5, min_runs=30, min_seconds=min_seconds).median_ms)
+            stats = time_callable(run, warmup=5, min_runs=30, min_seconds=min_seconds, timer=CLOCKS[clock])
+            medians[label].append(stats.median_ms)
     return medians
 
 
@@ -130,7 +138,7 @@ def ablation(args) -> dict:
                     quantize_onnx(model, paths[label], calib, input_shape=shape, options=options, verify=False)
             sessions = {label: ort_session(p, args.threads) for label, p in paths.items()}
             runners = {label: (lambda s=s, feed=feed: s.run(None, feed)) for label, s in sessions.items()}
-            medians = interleaved(runners, args.rounds, args.min_seconds)
+            medians = interleaved(runners, args.rounds, args.min_seconds, args.clock)
             base = percentile(medians[next(iter(setups))], 50)
             for label in setups:
                 med = percentile(medians[label], 50)
@@ -140,13 +148,15 @@ def ablation(args) -> dict:
                 breakdown[name] = {label: kinds(paths[label]) for label in BRIEF if label in paths}
     info["load_avg_1m_end"] = round(os.getloadavg()[0], 2)
     return {"machine": info, "resolution": args.resolution, "threads": args.threads, "rounds": args.rounds,
-            "rows": rows, "breakdown": breakdown, "onnxruntime": __import__("onnxruntime").__version__}
+            "clock": args.clock, "rows": rows, "breakdown": breakdown,
+            "onnxruntime": __import__("onnxruntime").__version__}
 
 
 def print_ablation(res: dict) -> None:
     m = res["machine"]
     print(f"CPU: {m['cpu']}, {res['threads']} thread(s), batch 1, {res['resolution']}x{res['resolution']}, "
-          f"{res['rounds']} interleaved rounds, onnxruntime {res['onnxruntime']}, {m['date']}, load average "
+          f"{res['rounds']} interleaved rounds, {res['clock']} clock, onnxruntime {res['onnxruntime']}, {m['date']}, "
+          f"load average "
           f"{m['load_avg_1m']} -> {m['load_avg_1m_end']}")
     print(f"{'model':<20} {'set-up':<38} {'median ms':>10} {'round range':>14} {'vs ORT float':>13}")
     for r in res["rows"]:
@@ -200,7 +210,7 @@ def toolchains(args) -> dict:
                        "ORT int8 (default set-up)": lambda s=sq, f=feed: s.run(None, f),
                        "Inductor float (freezing)": no_grad(compiled_f),
                        "PT2E int8 + Inductor (freezing)": no_grad(compiled_q)}
-            medians = interleaved(runners, args.rounds, args.min_seconds)
+            medians = interleaved(runners, args.rounds, args.min_seconds, args.clock)
         base = percentile(medians["ORT float"], 50)
         for label, ms in medians.items():
             med = percentile(ms, 50)
@@ -209,13 +219,14 @@ def toolchains(args) -> dict:
         rows[-1]["build_s"] = build_s
     info["load_avg_1m_end"] = round(os.getloadavg()[0], 2)
     return {"machine": info, "rows": rows, "resolution": args.resolution, "threads": args.threads,
-            "rounds": args.rounds, "cpp_wrapper": args.cpp_wrapper, "torch": torch.__version__}
+            "rounds": args.rounds, "clock": args.clock, "cpp_wrapper": args.cpp_wrapper, "torch": torch.__version__}
 
 
 def print_toolchains(res: dict) -> None:
     m = res["machine"]
     print(f"CPU: {m['cpu']}, {res['threads']} thread(s), batch 1, {res['resolution']}x{res['resolution']}, torch "
           f"{res['torch']}, Inductor cpp_wrapper={res['cpp_wrapper']}, {res['rounds']} interleaved rounds, "
+          f"{res['clock']} clock, "
           f"{m['date']}, load average {m['load_avg_1m']} -> {m['load_avg_1m_end']}")
     print(f"{'model':<20} {'set-up':<34} {'median ms':>10} {'round range':>14} {'vs ORT float':>13}")
     for r in res["rows"]:
@@ -331,6 +342,8 @@ def main() -> None:
         p.add_argument("--rounds", type=int, default=3)
         p.add_argument("--min-seconds", type=float, default=1.5)
         p.add_argument("--calib-samples", type=int, default=8)
+        p.add_argument("--clock", choices=tuple(CLOCKS), default="wall",
+                       help="wall (default) or cpu: this thread's CPU time, for a machine busy with other work")
         p.add_argument("--json", metavar="FILE")
         if what == "ablation":
             p.add_argument("--brief", action="store_true", help="only float, the plain call and the default")
