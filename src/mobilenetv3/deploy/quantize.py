@@ -14,11 +14,13 @@ Two toolchains were built and timed on the same machine (224x224, batch 1, one t
     ``torch.export`` -> ``prepare_pt2e(X86InductorQuantizer)`` -> calibration -> ``convert_pt2e`` (from
     ``torchao``: PyTorch 2.13 no longer ships ``torch.ao.quantization.quantize_pt2e``), run by ``torch.compile``
     with Inductor's freezing, which lowers the quantised convolutions to oneDNN's ``qconv_pointwise``. At batch 1
-    oneDNN spends ~50 us per convolution whatever its size, so it is 3-4x slower than ONNX Runtime here (see the
-    benchmark); it stays selectable (:func:`quantize_pt2e`, :func:`save_pt2e`, :func:`load_pt2e`,
-    ``mnv3 export --int8 --int8-toolchain pt2e``), and its save/load round trip is exact.
+    oneDNN spends ~50 us per convolution whatever its size: measured 6.6 ms (Large) and 4.0 ms (Small) against
+    ONNX Runtime int8's 3.3 and 1.4 ms, slower even than ONNX Runtime float (5.3 and 1.9 ms; Inductor's C++
+    wrapper on). It stays selectable (:func:`quantize_pt2e`, :func:`save_pt2e`, :func:`load_pt2e`,
+    ``mnv3 export --int8 --int8-toolchain pt2e``); its save/load round trip is exact.
 
-A plain ``quantize_static`` call makes MobileNetV3 *slower* than ONNX Runtime float on this CPU. ONNX Runtime's
+A plain ``quantize_static`` call makes MobileNetV3 *slower* than ONNX Runtime float on this CPU (0.93x Large,
+0.77x Small; the default set-up below gives 1.57x and 1.36x). ONNX Runtime's
 per-node profile (:func:`profile_onnx`) shows why, and the changes below, each exact in float, address it
 (:class:`Int8Options`; ``benchmarks/int8_quantize.py ablation`` times each one):
 
