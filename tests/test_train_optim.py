@@ -224,3 +224,23 @@ def test_recipes_fill_what_is_left_unset():
         resolve(TrainConfig(out="x"))
     with pytest.raises(ValueError, match="unknown recipe"):
         resolve(TrainConfig(out="x", model="m", recipe="imagenet"))
+
+
+def test_run_options_reach_the_trained_spec():
+    from mobilenetv3 import zoo
+    from mobilenetv3.model import MobileNetV3
+    from mobilenetv3.train import TrainConfig, resolve
+    from mobilenetv3.train.loop import model_spec
+
+    c = resolve(TrainConfig(out="x", model="mobilenet_v3_small", bn_momentum=0.1, dropout=0.05, resolution=48))
+    spec = model_spec(zoo.get_spec("mobilenet_v3_small"), c, in_channels=1, num_classes=10)
+    assert (spec.bn_momentum, spec.dropout, spec.resolution, spec.in_channels, spec.num_classes) == (
+        0.1, 0.05, 48, 1, 10)
+    norms = [m for m in MobileNetV3(spec).modules() if isinstance(m, nn.BatchNorm2d)]
+    assert norms and all(m.momentum == 0.1 for m in norms)
+    # left unset, the spec's value (the paper's 0.01) is kept
+    plain = model_spec(zoo.get_spec("mobilenet_v3_small"), resolve(TrainConfig(out="x", model="m")), 1, 10)
+    assert plain.bn_momentum == 0.01
+    for bad in (0.0, 1.0, -0.1):
+        with pytest.raises(ValueError, match="BN momentum"):
+            resolve(TrainConfig(out="x", model="m", bn_momentum=bad))

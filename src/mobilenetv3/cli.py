@@ -225,6 +225,8 @@ def _add_training_commands(sub) -> None:
     g.add_argument("--wd-exempt", choices=WD_EXEMPT, help="parameters without weight decay")
     g.add_argument("--label-smoothing", type=float)
     g.add_argument("--dropout", type=float, help="dropout before the classifier (default: the spec's)")
+    g.add_argument("--bn-momentum", type=float, help="BatchNorm running-statistics momentum, PyTorch's convention "
+                   "(default: the spec's, 0.01 as in the paper; 0.1 suits runs of a few thousand steps)")
     g.add_argument("--ema-decay", type=float, help="weight EMA decay (0: no EMA)")
     g.add_argument("--grad-clip", type=float, metavar="NORM", help="clip the global gradient norm")
     g.add_argument("--accum-steps", type=int, help="micro-batches per step (gradient accumulation)")

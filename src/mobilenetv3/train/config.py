@@ -84,6 +84,7 @@ class TrainConfig:
     wd_exempt: str | None = None
     label_smoothing: float | None = None
     dropout: float | None = None  # default: the spec's
+    bn_momentum: float | None = None  # PyTorch convention (1 - TF's decay); default: the spec's (0.01)
     ema_decay: float | None = None  # 0 turns the EMA off
     grad_clip: float | None = None  # max global gradient norm; None = no clipping
     accum_steps: int | None = None  # micro-batches per step (per process)
@@ -132,7 +133,7 @@ class TrainConfig:
 FIXED_DEFAULTS: dict[str, Any] = dict(
     width_mult=1.0, data="fashion-mnist", val_split="val", recipe="auto", accum_steps=1, on_corrupt="fail",
     amp="auto", channels_last=True, seed=0, deterministic=False, device="auto", workers=0, eval_batch_size=256,
-    dropout=None, resolution=None,
+    dropout=None, bn_momentum=None, resolution=None,
 )
 
 
@@ -184,6 +185,7 @@ def validate(c: TrainConfig) -> None:
     _check(c.accum_steps >= 1, f"accum_steps must be >= 1, got {c.accum_steps}")
     _check(c.resolution is None or c.resolution >= 8, f"resolution must be >= 8, got {c.resolution}")
     _check(c.dropout is None or 0 <= c.dropout < 1, f"dropout must be in [0, 1), got {c.dropout}")
+    _check(c.bn_momentum is None or 0 < c.bn_momentum < 1, f"BN momentum must be in (0, 1), got {c.bn_momentum}")
     _check(c.workers >= 0, f"workers must be >= 0, got {c.workers}")
     _check(c.threads is None or c.threads >= 1, f"threads must be >= 1, got {c.threads}")
     _check(c.eval_batch_size >= 1, f"eval batch size must be >= 1, got {c.eval_batch_size}")

@@ -111,12 +111,14 @@ def seed_everything(seed: int) -> None:
 
 def model_spec(base: ArchSpec, c: TrainConfig, in_channels: int, num_classes: int) -> ArchSpec:
     """The spec trained: the zoo's or the file's, with the data's channels and classes, and the run's resolution
-    and dropout."""
+    dropout and BN momentum."""
     changes: dict[str, Any] = {"in_channels": in_channels, "num_classes": num_classes}
     if c.resolution is not None:
         changes["resolution"] = c.resolution
     if c.dropout is not None:
         changes["dropout"] = c.dropout
+    if c.bn_momentum is not None:
+        changes["bn_momentum"] = c.bn_momentum
     return base.replace(**changes)
 
 
