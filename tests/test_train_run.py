@@ -272,9 +272,14 @@ def test_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run(tmp_path, im
     tiny_spec(3).save(rgb_spec)
     args = ["train", "--spec", rgb_spec, "--data", image_folder, "--epochs", "2", "--batch-size", "4",
             "--resolution", "16", "--checkpoint-every-steps", "5", "--log-every-steps", "3", "--quiet",
-            "--no-tensorboard", "--workers", "1", "--threads", "1"]
-    reference = cli(*args, "--out", tmp_path / "ref")
-    victim = cli(*args, "--out", tmp_path / "kill")
+            "--workers", "1", "--threads", "1"]
+    try:
+        import tensorboard  # noqa: F401
+        board = "--tensorboard"
+    except ImportError:
+        board = "--no-tensorboard"
+    reference = cli(*args, "--no-tensorboard", "--out", tmp_path / "ref")
+    victim = cli(*args, board, "--out", tmp_path / "kill")
     pointer_path = tmp_path / "kill" / "checkpoint.json"
     deadline = time.time() + 120
     while time.time() < deadline:
@@ -294,6 +299,13 @@ def test_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run(tmp_path, im
     assert strip_timing(resumed_records) == strip_timing(ref_records)
     a, b = last_weights(tmp_path / "ref"), last_weights(tmp_path / "kill")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    # TensorBoard's view of the resumed run: what was logged after the checkpoint is purged, not shown twice
+    # (the writer's purge_step and TensorBoard's own out-of-order purge both see to it)
+    if board == "--tensorboard":
+        logged = tensorboard_scalars(tmp_path / "kill", "step/train_loss")
+        steps = [r for r in ref_records if r["kind"] == "step"]
+        assert [s for s, _ in logged] == [r["step"] for r in steps]
+        assert [v for _, v in logged] == pytest.approx([r["train_loss"] for r in steps])
 
 
 def test_sigterm_checkpoints_the_current_step_and_exits_130(tmp_path, image_folder):
@@ -364,3 +376,24 @@ def test_fashion_mnist_small_reaches_93_5_percent(tmp_path):
     result = train(out=str(tmp_path / "fmnist-small"), model="mobilenet_v3_small", data="fashion-mnist", quiet=True)
     last = result["last_epoch"]
     assert last["ema_val_top1"] >= 93.5, last
+
+
+
+def tensorboard_scalars(run_dir, tag: str) -> list[tuple[int, float]]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(Path(run_dir) / "tensorboard"))
+    events.Reload()
+    return [(e.step, e.value) for e in events.Scalars(tag)]
+
+
+def test_tensorboard_logs_what_metrics_jsonl_holds(tmp_path, spec_file):
+    pytest.importorskip("tensorboard")
+    out = tmp_path / "run"
+    small_run(out, spec_file, epochs=2, tensorboard=True, log_every_steps=2)
+    epochs, steps = read_metrics(out), read_metrics(out, "step")
+    logged = tensorboard_scalars(out, "epoch/val_top1")
+    assert [s for s, _ in logged] == [r["step"] for r in epochs] and len(logged) == 2
+    assert [v for _, v in logged] == pytest.approx([r["val_top1"] for r in epochs])
+    assert [s for s, _ in tensorboard_scalars(out, "step/train_loss")] == [r["step"] for r in steps] == [2, 4, 6, 8,
+                                                                                                         10, 12]

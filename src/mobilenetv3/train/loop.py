@@ -700,7 +700,9 @@ class Trainer:
             if self.c.tensorboard:
                 self.log("tensorboard is not installed (pip install tensorboard); not logging to it")
             return None
-        return SummaryWriter(log_dir=str(self.out / "tensorboard"))
+        # On resume, events logged after the checkpoint are purged, as metrics.jsonl's lines are: they come again.
+        purge = self.global_step + 1 if self.c.resume else None
+        return SummaryWriter(log_dir=str(self.out / "tensorboard"), purge_step=purge)
 
 
 def train(config: TrainConfig | None = None, *, train_set: Dataset | None = None, val_set: Dataset | None = None,
