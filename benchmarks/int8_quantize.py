@@ -44,7 +44,7 @@ from mobilenetv3.deploy.quantize import (
     replace_options,
     save_pt2e,
 )
-from mobilenetv3.latency import machine_info, ort_session, percentile, pinned_threads, time_callable
+from mobilenetv3.latency import CLOCKS, machine_info, ort_session, percentile, pinned_threads, time_interleaved
 
 MODELS = ["mobilenet_v3_large", "mobilenet_v3_small"]
 DEFAULT = Int8Options()
@@ -101,20 +101,10 @@ def kinds(path: str) -> dict[str, float]:
     return out
 
 
-CLOCKS = {"wall": time.perf_counter, "cpu": time.thread_time}
-
-
 def interleaved(runners: dict[str, object], rounds: int, min_seconds: float, clock: str = "wall"
                 ) -> dict[str, list[float]]:
-    """Each runner timed ``rounds`` times, round after round; ``clock="cpu"`` times each call by this thread's CPU
-    time, which leaves out the time the scheduler gives other processes on a busy machine (ONNX Runtime and
-    PyTorch with one thread compute on the calling thread)."""
-    medians: dict[str, list[float]] = {k: [] for k in runners}
-    for _ in range(rounds):
-        for label, run in runners.items():
-            stats = time_callable(run, warmup=5, min_runs=30, min_seconds=min_seconds, timer=CLOCKS[clock])
-            medians[label].append(stats.median_ms)
-    return medians
+    """Each runner timed ``rounds`` times, round after round (see ``mobilenetv3.latency.time_interleaved``)."""
+    return time_interleaved(runners, rounds=rounds, warmup=5, min_runs=30, min_seconds=min_seconds, clock=clock)
 
 
 def ablation(args) -> dict:

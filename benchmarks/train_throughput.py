@@ -14,9 +14,9 @@ Paths:
   default), contiguous NCHW, channels-last + ``torch.compile`` (Inductor; its build time is reported, not timed),
   and the 1-channel stem the Fashion-MNIST main job trains (``--channels 1`` in ``mnv3 train``).
 * torchvision's ``mobilenet_v3_small``/``large`` (``weights=None``), in a subprocess with the peer environment's
-  python (torchvision needs a newer torch than the core's: ``--peer-python``, else ``$MNV3_PEER_PYTHON``, else
-  ``.peer-venv/bin/python`` (``make peer-setup``), else ``/work/peer-venv/bin/python``): as shipped (NCHW) and in
-  channels-last; and our model again under that torch, so the comparison also holds with the torch version fixed.
+  python (torchvision needs a newer torch than the core's; ``--peer-python``, else what
+  ``mobilenetv3.latency.find_peer_python`` finds, e.g. ``.peer-venv`` from ``make peer-setup``): as shipped (NCHW)
+  and in channels-last; and our model again under that torch, so the comparison also holds with the torch version fixed.
 
 The rounds are interleaved (ours, then the peer's, round after round; the two processes never run at the same
 time); a path's figure is the median of its rounds. Ratios are against torchvision as shipped, measured in the
@@ -42,7 +42,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))  # the peer environment runs this file without the package installed
 
 from mobilenetv3 import zoo  # noqa: E402  (pure PyTorch: imports under either torch)
-from mobilenetv3.latency import machine_info  # noqa: E402
+from mobilenetv3.latency import PEER_SETUP_HINT, find_peer_python, machine_info  # noqa: E402
 from mobilenetv3.model import MobileNetV3  # noqa: E402
 
 MODELS = ("mobilenet_v3_small", "mobilenet_v3_large")
@@ -148,14 +148,6 @@ def peer_round(s: Setup) -> None:
     print(json.dumps({"rates": measure(steps, s), **versions}), flush=True)
 
 
-def find_peer_python(given: str | None) -> str | None:
-    for c in (given, os.environ.get("MNV3_PEER_PYTHON"), str(REPO / ".peer-venv/bin/python"),
-              "/work/peer-venv/bin/python"):
-        if c and Path(c).is_file():
-            return c
-    return None
-
-
 def run_peer_round(python: str, s: Setup) -> dict:
     cmd = [python, str(Path(__file__).resolve()), "--peer-round", json.dumps(dataclasses.asdict(s))]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(REPO / "src")))
@@ -171,8 +163,7 @@ def run(args) -> dict:
     torch.set_num_threads(args.threads)
     python = find_peer_python(args.peer_python)
     if python is None:
-        log("no peer environment found (--peer-python, $MNV3_PEER_PYTHON, .peer-venv, /work/peer-venv): "
-            "timing ours only (make peer-setup builds it)")
+        log(f"no peer environment found: timing ours only ({PEER_SETUP_HINT})")
     info = machine_info()
     results = []
     for name in args.models:

@@ -343,3 +343,87 @@ def test_litert_runtime_or_its_missing_extra(small, monkeypatch):
     assert "litert" not in available_runtimes()
     with pytest.raises(MissingExtraError, match=r"mobilenetv3\[litert\]"):
         measure_latency(small, runtime="litert", resolution=64, **FAST)
+
+
+# -- OpenVINO (the openvino extra) ---------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def small_noise_bn():
+    from mobilenetv3.deploy import calibrate_bn_on_noise
+
+    torch.manual_seed(0)
+    model = build(get_spec("mobilenet_v3_small", 0.35)).eval()
+    model.reset_classifier(10)  # fewer near-ties between random logits for the top-1 comparisons
+    return calibrate_bn_on_noise(model, 64, batches=2, batch_size=4).eval()  # realistic activation scales
+
+
+@pytest.mark.parametrize("resolution", [64, 96])
+def test_openvino_float_matches_eager(small_noise_bn, resolution):
+    pytest.importorskip("openvino")
+    pytest.importorskip("onnx")
+    from mobilenetv3.latency import prepare_runtime
+
+    x = torch.randn(1, 3, resolution, resolution, generator=torch.Generator().manual_seed(resolution))
+    with torch.no_grad():
+        want = small_noise_bn(x).numpy()
+    prepared = prepare_runtime("openvino", small_noise_bn, x, 1)
+    got = prepared.run()
+    assert got.shape == want.shape
+    assert abs(got - want).max() < 1e-4  # f32 inference: the float path must not drop to bf16
+    assert prepared.extra["inference_precision"] == "f32" and "INFERENCE_NUM_THREADS=1" in prepared.detail
+
+
+def test_openvino_int8_agrees_with_onnxruntime_int8_on_the_same_file(small_noise_bn, tmp_path):
+    pytest.importorskip("openvino")
+    pytest.importorskip("onnxruntime")
+    import numpy as np
+
+    from mobilenetv3.deploy.quantize import quantize_onnx, random_calibration_data
+    from mobilenetv3.latency import openvino_compile, openvino_forward, ort_session
+
+    path = tmp_path / "int8.onnx"
+    quantize_onnx(small_noise_bn, path, random_calibration_data((1, 3, 64, 64), 8, seed=1), input_shape=(1, 3, 64, 64),
+                  verify=False)
+    ov_forward = openvino_forward(openvino_compile(path, threads=1))
+    session = ort_session(path, 1)
+    g = torch.Generator().manual_seed(5)
+    xs = [torch.randn(1, 3, 64, 64, generator=g).numpy() for _ in range(32)]
+    ov_out = np.concatenate([ov_forward(x) for x in xs])
+    ort_out = np.concatenate([session.run(None, {session.get_inputs()[0].name: x})[0] for x in xs])
+    with torch.no_grad():
+        float_out = np.concatenate([small_noise_bn(torch.from_numpy(x)).numpy() for x in xs])
+    # Both run the same quantised graph: they differ by rounding, well below the quantisation error itself, and
+    # mostly pick the same class (random weights and inputs: many near-ties, so not always).
+    assert (ov_out.argmax(1) == ort_out.argmax(1)).mean() >= 0.7
+    assert np.abs(ov_out - ort_out).mean() < 0.5 * np.abs(ort_out - float_out).mean()
+
+
+def test_measure_openvino_runtimes(small_noise_bn):
+    pytest.importorskip("openvino")
+    pytest.importorskip("onnxruntime")
+    r = measure_latency(small_noise_bn, runtime="openvino", resolution=64, clock="cpu", **FAST)
+    assert r.runtime == "openvino" and r.runtime_version and r.extra["inference_precision"] == "f32"
+    r = measure_latency(small_noise_bn, runtime="openvino-int8", resolution=64, **FAST)
+    assert r.runtime == "openvino-int8" and "int8 QDQ" in r.detail and r.extra["int8_graph_changes"]
+    r = measure_latency(small_noise_bn, runtime="openvino-bf16", resolution=64, **FAST)
+    assert r.extra["inference_precision"] in ("bf16", "f32")  # f32 on CPUs without bf16 support
+    json.dumps(r.to_dict())
+
+
+def test_cli_latency_openvino(capsys):
+    pytest.importorskip("openvino")
+    pytest.importorskip("onnx")
+    code, out, _ = run(capsys, "latency", "mobilenet_v3_small", "--width-mult", "0.35", "--resolution", "64",
+                       "--runtime", "openvino", "--warmup", "1", "--min-runs", "3", "--min-seconds", "0", "--json")
+    assert code == 0
+    result = json.loads(out)["results"][0]
+    assert result["runtime"] == "openvino" and result["inference_precision"] == "f32"
+
+
+def test_missing_openvino_names_the_extra(small, monkeypatch):
+    from mobilenetv3.latency import available_runtimes
+
+    monkeypatch.setitem(sys.modules, "openvino", None)
+    assert "openvino" not in available_runtimes()
+    for runtime in ("openvino", "openvino-int8", "openvino-bf16"):
+        with pytest.raises(MissingExtraError, match=r"mobilenetv3\[openvino\]"):
+            measure_latency(small, runtime=runtime, resolution=32, **FAST)

@@ -19,14 +19,33 @@ def hard_swish(x: torch.Tensor) -> torch.Tensor:
     return F.hardswish(x)
 
 
+def hard_swish_naive(x: torch.Tensor) -> torch.Tensor:
+    """h-swish as four separate ops, ``x * relu6(x + 3) / 6``: the unfused implementation (Table 5's "no-opt")."""
+    return x * F.relu6(x + 3.0) / 6.0
+
+
+class NaiveHardswish(nn.Module):
+    """h-swish computed op by op (add, clamp, multiply, divide), each reading and writing the whole tensor.
+
+    Same values as :class:`torch.nn.Hardswish` (to float rounding), but four kernels and graph nodes instead of
+    one (ONNX: ``Add -> Clip -> Mul -> Div`` instead of ``HardSwish``): the "naive" h-swish of the paper's
+    Table 5, whose latency cost the fused operator removes.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return hard_swish_naive(x)
+
+
 def make_activation(name: str) -> nn.Module:
-    """A fresh activation module; fused PyTorch kernels where they exist."""
+    """A fresh activation module; fused PyTorch kernels where they exist (``hswish_naive``: on purpose not)."""
     if name == "relu":
         return nn.ReLU(inplace=True)
     if name == "relu6":
         return nn.ReLU6(inplace=True)
     if name == "hswish":
         return nn.Hardswish(inplace=True)
+    if name == "hswish_naive":
+        return NaiveHardswish()
     if name == "swish":
         return nn.SiLU(inplace=True)
     if name == "identity":

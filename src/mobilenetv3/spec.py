@@ -13,7 +13,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-ACTIVATIONS = ("relu", "relu6", "hswish", "swish", "identity")
+# hswish_naive: h-swish as separate ops (the unfused implementation of Table 5), for latency comparisons
+ACTIVATIONS = ("relu", "relu6", "hswish", "hswish_naive", "swish", "identity")
 GATES = ("hard_sigmoid", "sigmoid")
 SE_BASES = ("expansion", "input")
 PADDINGS = ("symmetric", "same")
