@@ -397,3 +397,18 @@ def test_tensorboard_logs_what_metrics_jsonl_holds(tmp_path, spec_file):
     assert [v for _, v in logged] == pytest.approx([r["val_top1"] for r in epochs])
     assert [s for s, _ in tensorboard_scalars(out, "step/train_loss")] == [r["step"] for r in steps] == [2, 4, 6, 8,
                                                                                                          10, 12]
+
+
+@pytest.mark.slow  # Inductor's build takes 40-80 s on 2 cores
+def test_compiled_training_matches_eager_training(tmp_path, spec_file):
+    """--compile changes how the step runs, not what it computes: the same metrics and weights to float
+    tolerance (dropout off: the two draw masks differently)."""
+    eager = small_run(tmp_path / "eager", spec_file, epochs=1, dropout=0.0, threads=1)
+    compiled = small_run(tmp_path / "compiled", spec_file, epochs=1, dropout=0.0, threads=1, compile=True)
+    assert compiled["last_epoch"]["train_loss"] == pytest.approx(eager["last_epoch"]["train_loss"], rel=1e-4)
+    a, b = last_weights(tmp_path / "eager"), last_weights(tmp_path / "compiled")
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.allclose(a[k], b[k], rtol=1e-3, atol=1e-5), k
+    with pytest.raises(ValueError, match="--compile is not supported with --qat"):
+        small_run(tmp_path / "bad", spec_file, compile=True, qat=True)

@@ -114,6 +114,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     from dataclasses import fields
 
+    from .latency import MissingExtraError
     from .train import TrainConfig, TrainingDiverged, train
 
     config = TrainConfig(**{f.name: getattr(args, f.name) for f in fields(TrainConfig)})
@@ -122,6 +123,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     except TrainingDiverged as e:
         print(f"mnv3 train: error: {e}", file=sys.stderr)
         return 3
+    except MissingExtraError as e:
+        raise CLIError(str(e)) from None
     if result.get("rank", 0) != 0:
         return 130 if result["interrupted"] else 0
     if args.json:
@@ -134,6 +137,11 @@ def cmd_train(args: argparse.Namespace) -> int:
               + (f", epoch {last['epoch']}/{result['epochs']}, val top-1 {top1:.2f}%" if last else "")
               + (f", best {result['best_top1']:.2f}% (epoch {result['best_epoch']})" if result["best_top1"] else "")
               + f", {result['wall_time_s'] / 60:.1f} min")
+        if result.get("int8"):
+            q = result["int8"]
+            print(f"int8: {result['run_dir']}/{q['path']}, ONNX Runtime top-1 {q['int8_top1']:.2f}% "
+                  f"({q['int8_top1_reloaded']:.2f}% after reloading the file), fake-quantised model "
+                  f"{q['qat_top1']:.2f}%")
     return 130 if result["interrupted"] else 0
 
 
@@ -240,6 +248,9 @@ def _add_training_commands(sub) -> None:
     g.add_argument("--threads", type=int, help="torch threads per process")
     g.add_argument("--amp", choices=AMP_MODES, help="bf16 autocast: auto (CUDA only), off, bf16")
     g.add_argument("--channels-last", action=argparse.BooleanOptionalAction, help="channels-last memory format")
+    g.add_argument("--compile", action=argparse.BooleanOptionalAction,
+                   help="torch.compile the training step (default off: it builds for a minute or more first; "
+                        "benchmarks/train_throughput.py measures what it gains)")
     g.add_argument("--deterministic", action=argparse.BooleanOptionalAction,
                    help="torch.use_deterministic_algorithms")
     g.add_argument("--eval-batch-size", type=int)
@@ -249,6 +260,16 @@ def _add_training_commands(sub) -> None:
                    help="log to RUN_DIR/tensorboard (default: when tensorboard is installed)")
     g.add_argument("--quiet", action="store_true", help="no progress bar or epoch lines")
     g.add_argument("--json", action="store_true", help="print the final summary as JSON")
+    g = p.add_argument_group("fine-tuning and quantisation-aware training")
+    g.add_argument("--init", metavar="RUN_DIR|FILE.safetensors",
+                   help="start from a run's EMA weights (its model and data options are the defaults) or a weights "
+                        "file; the architecture must match")
+    g.add_argument("--qat", action="store_true", default=None,
+                   help="quantisation-aware training: fake int8 as ONNX Runtime runs it (needs the deploy extra); "
+                        "at the end RUN_DIR/model-int8.onnx is written and evaluated")
+    g.add_argument("--qat-epochs", type=int, metavar="N",
+                   help="fake quantisation for the last N epochs (default: all with --init, else the last 10%%, "
+                        "at least 1)")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("eval", help="evaluate a training run: top-1, top-5, per-class accuracy, confusion matrix")
@@ -463,7 +484,20 @@ def _export_int8(args: argparse.Namespace, model, trained: bool) -> int:
             _pt2e_modules()
         shape = _input_shape(model, None, args.resolution, args.batch)
         calib, source = _calibration(args, trained, shape)
-        if args.int8_toolchain == "onnxruntime":
+        qat_state = None
+        if trained and args.int8_toolchain == "onnxruntime":
+            from .train.qat import qat_state_of
+
+            qat_state = qat_state_of(args.name, args.checkpoint, args.weights)
+        if qat_state is not None:  # a QAT run: its learned activation ranges, as at the end of its training
+            from .deploy.qat import convert_qat
+            from .train.qat import prepared_from_run
+
+            qat_model, qat = prepared_from_run(args.name, args.checkpoint, args.weights)
+            result = convert_qat(qat_model, qat, args.out, calib, input_shape=shape,
+                                 dynamic_batch=args.dynamic_batch).to_dict()
+            source = f"{source} (checks only: the ranges are the run's quantisation-aware training's)"
+        elif args.int8_toolchain == "onnxruntime":
             from .deploy.quantize import quantize_onnx
 
             result = quantize_onnx(model, args.out, calib, input_shape=shape, dynamic_batch=args.dynamic_batch
@@ -488,6 +522,10 @@ def _export_int8(args: argparse.Namespace, model, trained: bool) -> int:
           f"{100 * checks['argmax_agreement']:.1f}%, max |int8 - float| {checks['max_abs_diff']:.3g} "
           f"({100 * checks['relative_max_diff']:.1f}% of the float logits' range)"
           + ("" if trained else " (random weights)"))
+    if "qat" in checks:
+        print(f"quantisation-aware training: argmax agrees with the fake-quantised model on "
+              f"{100 * checks['qat']['argmax_agreement']:.1f}% (max |int8 - fake-quantised| "
+              f"{checks['qat']['max_abs_diff']:.3g})")
     return 0
 
 
@@ -587,9 +625,10 @@ def _add_deploy_commands(sub) -> None:
                                    "seconds; median, p10, p90, mean.")
     _add_model_source(p)
     p.add_argument("--runtime", choices=(*RUNTIMES, "all"), default=None,
-                   help="runtime (default eager; all: eager, frozen, onnxruntime, and litert when installed; "
-                        "onnxruntime-int8: the int8 QDQ model, calibrated on random inputs: latency does not depend "
-                        "on them). NAME may also be an .onnx file, timed as it is")
+                   help="runtime (default eager; all: eager, frozen, onnxruntime, and openvino and litert when "
+                        "installed; onnxruntime-int8 / openvino-int8: the int8 QDQ model, calibrated on random inputs: "
+                        "latency does not depend on them; openvino-bf16: bf16 where the CPU has it). NAME may also be "
+                        "an .onnx file, timed as it is in ONNX Runtime")
     p.add_argument("--threads", type=int, default=1, help="intra-op threads (default 1)")
     p.add_argument("--warmup", type=int, default=10, help="untimed runs first (default 10)")
     p.add_argument("--min-runs", type=int, default=50, help="at least this many timed runs (default 50)")
@@ -629,6 +668,167 @@ def _add_deploy_commands(sub) -> None:
     p.set_defaults(func=cmd_export)
 
 
+# -- bench ----------------------------------------------------------------------------------------
+def _m(v: int) -> str:
+    return f"{v / 1e6:.2f}"
+
+
+def _x(v: float | None) -> str:
+    return "-" if v is None else f"{v:.2f}"
+
+
+def _phones(d: dict | None, fmt=_x) -> list[str]:
+    from .latency import PHONES
+
+    return [fmt(d[p]) if d else "-" for p in PHONES]
+
+
+def _rounds(r: dict) -> str:
+    v = r["round_medians_ms"]
+    return f"{min(v):.2f}-{max(v):.2f}" if len(v) > 1 else "-"
+
+
+def _print_bench_section(name: str, sec: dict) -> None:
+    m = sec["measured"]
+    print(f"\n== {name}: {sec['title']} ==")
+    print(f"{m['cpu']}, {m['runtime']}, {m['threads']} thread(s), {m['clock']} clock, batch 1, {m['date']} "
+          f"(load {m['load_avg_1m']})")
+    if sec.get("skipped"):
+        print(f"skipped: {sec['skipped']}")
+        return
+    if sec.get("paper"):
+        print(f"paper: {sec['paper']}")
+    rows = sec["rows"]
+    if name == "v3-vs-v2":
+        print(_table(["model", "res", "params (M)", "MAdds (M)", "median ms", "rounds", "T3 params (M)",
+                      "T3 MAdds (M)", "T3 P-1 ms", "P-2", "P-3"],
+                     [[r["label"], r["resolution"], _m(r["params"]), _m(r["madds"]), _ms(r["median_ms"]), _rounds(r),
+                       r["paper_params_m"] or "-", r["paper_madds_m"] or "-", *_phones(r["paper_ms"], str)]
+                      for r in rows]))
+        print()
+        print(_table(["latency ratio", "ours", "T3 P-1", "P-2", "P-3", "MAdds ratio", "T3 MAdds ratio"],
+                     [[c["pair"], _x(c["latency_ratio"]), *_phones(c["paper_latency_ratio"]), _x(c["madds_ratio"]),
+                       _x(c["paper_madds_ratio"])] for c in sec["comparisons"]]))
+    elif name == "hswish":
+        print(_table(["variant", "h-swish", "MAdds (M)", "median ms", "rounds", "vs ReLU", "T5 P-1 ms",
+                      "T5 vs ReLU"],
+                     [[r["label"], r["hswish"], _m(r["madds"]), _ms(r["median_ms"]), _rounds(r), _x(r["vs_relu"]),
+                       r["paper_ms"]["Pixel 1"] if r["paper_ms"] else "-", _x(r["paper_vs_relu"])] for r in rows]))
+        print()
+        print(_table(["naive / fused h-swish", "ours", "T5 P-1"],
+                     [[c["variant"], _x(c["naive_vs_fused"]), _x(c["paper_naive_vs_fused"])]
+                      for c in sec["comparisons"]]))
+    elif name == "grid":
+        print(_table(["model", "res", "params (M)", "MAdds (M)", "median ms", "rounds", "GMAdd/s", "vs 1.0@224",
+                      "T3 P-1 ms", "T3 vs 1.0@224"],
+                     [[r["label"], r["resolution"], _m(r["params"]), _m(r["madds"]), _ms(r["median_ms"]), _rounds(r),
+                       f"{r['gmadds_per_s']:.1f}", _x(r["vs_ref"]), r["paper_ms"]["Pixel 1"] if r["paper_ms"] else "-",
+                       _x((r["paper_vs_ref"] or {}).get("Pixel 1"))] for r in rows]))
+    elif name == "int8":
+        print(_table(["model", "runtime", "MAdds (M)", "median ms", "rounds", "paper P-1 ms", "P-2", "P-3"],
+                     [[r["label"], r["runtime"], _m(r["madds"]), _ms(r["median_ms"]), _rounds(r),
+                       *_phones(r["paper_ms"], str)] for r in rows]))
+        print()
+        print(_table(["int8 speed-up", "ours", "T3/T4 P-1", "P-2", "P-3"],
+                     [[c["model"], _x(c["int8_speedup"]), *_phones(c["paper_int8_speedup"])]
+                      for c in sec["comparisons"]]))
+    elif name == "peers":
+        v = sec["peer_versions"]
+        print(f"peers ({sec['peer_python']}): torch {v.get('torch')}, torchvision {v.get('torchvision')}, "
+              f"timm {v.get('timm')}, onnxruntime {v.get('onnxruntime', '-')}")
+        print(_table(["model", "path", "MAdds (M)", "median ms", "rounds", "vs best peer"],
+                     [[r["model"], r["path"], _m(r["madds"]), _ms(r["median_ms"]), _rounds(r),
+                       f"{r['vs_best_peer']:.2f}x" if r["vs_best_peer"] else "-"] for r in rows], "llrrrr"))
+    for note in sec.get("notes", []):
+        print(f"  {note}")
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .latency import MissingExtraError, paper_comparisons
+
+    if args.peer_python is not None and not args.peers and "peers" not in ",".join(args.sections or []):
+        raise CLIError("--peer-python applies to --peers")
+    try:
+        result = paper_comparisons(args.sections, runtime=args.runtime, threads=args.threads,
+                                   resolution=args.resolution, quick=args.quick, multipliers=args.multipliers,
+                                   resolutions=args.resolutions, rounds=args.rounds, warmup=args.warmup,
+                                   min_runs=args.min_runs, min_seconds=args.min_seconds, clock=args.clock,
+                                   peers=args.peers, peer_python=args.peer_python, progress=not args.quiet)
+    except MissingExtraError as e:
+        raise CLIError(str(e)) from None
+    for name, sec in result["sections"].items():
+        if sec.get("skipped"):
+            print(f"mnv3 bench: {name}: {sec['skipped']}", file=sys.stderr)
+    if args.out:
+        Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    if args.json:
+        _print_json(result)
+        return 0
+    m, s, v = result["machine"], result["settings"], result["versions"]
+    print(f"CPU: {m['cpu']} ({m['logical_cpus']} logical CPUs), {s['threads']} thread(s), batch 1, {s['clock']} "
+          f"clock, {s['rounds']} interleaved round(s), {m['date']}; load average (1 min) {m['load_avg_1m']} at the "
+          f"start, {m['load_avg_1m_end']} at the end")
+    print(f"torch {v['torch']}, onnxruntime {v['onnxruntime'] or '-'}, mobilenetv3 {v['mobilenetv3']}; random "
+          "weights (latency does not depend on them); the paper measured TFLite on Pixel phones: compare ratios")
+    for name, sec in result["sections"].items():
+        _print_bench_section(name, sec)
+    print(f"\nMAdds: {result['madds_rule']}.")
+    return 0
+
+
+def _add_bench_command(sub) -> None:
+    from .latency import (
+        BENCH_RUNTIMES,
+        BENCH_SECTIONS,
+        CLOCKS,
+        DEFAULT_BENCH_SECTIONS,
+        GRID_MULTIPLIERS,
+        GRID_RESOLUTIONS,
+        QUICK_GRID,
+    )
+
+    p = sub.add_parser(
+        "bench", help="the paper's latency comparisons (Tables 3, 4, 5, Figure 7) re-measured on this machine",
+        description="The paper's comparisons measured here in one run: V3 against MobileNetV2 (Table 3), the "
+                    "h-swish ablation (Table 5), multipliers x resolutions (Figure 7) and float against int8 "
+                    "(Table 4), each model prepared first and then timed in interleaved rounds; with MAdds, params "
+                    "and the paper's figure (and ratio) where it has one, the CPU model, threads, runtime, clock "
+                    "and date. --peers adds torchvision's and timm's Large and Small (eager and exported to ONNX "
+                    "Runtime) next to ours: they need a newer torch than ours, so they run in a subprocess of the "
+                    "peer environment (make peer-setup), taking turns with this process round by round.")
+    p.add_argument("--sections", nargs="+", metavar="SECTION",
+                   help=f"sections to run, by space or comma: {', '.join(BENCH_SECTIONS)} (default: "
+                        f"{' '.join(DEFAULT_BENCH_SECTIONS)})")
+    p.add_argument("--runtime", choices=BENCH_RUNTIMES, default="eager",
+                   help="runtime of every section but int8, which compares onnxruntime with onnxruntime-int8 "
+                        "(default eager)")
+    p.add_argument("--threads", type=int, default=1, help="intra-op threads (default 1, as the paper)")
+    p.add_argument("--resolution", type=int, default=224, help="input size outside the grid (default 224)")
+    p.add_argument("--quick", action="store_true",
+                   help=f"grid: multipliers {' '.join(map(str, QUICK_GRID[0]))} x resolutions "
+                        f"{' '.join(map(str, QUICK_GRID[1]))} only")
+    p.add_argument("--multipliers", type=float, nargs="+", metavar="W",
+                   help=f"grid multipliers (default {' '.join(map(str, GRID_MULTIPLIERS))})")
+    p.add_argument("--resolutions", type=int, nargs="+", metavar="R",
+                   help=f"grid resolutions (default {' '.join(map(str, GRID_RESOLUTIONS))})")
+    p.add_argument("--rounds", type=int, default=3, help="interleaved timing rounds (default 3)")
+    p.add_argument("--warmup", type=int, default=5, help="untimed runs per path per round (default 5)")
+    p.add_argument("--min-runs", type=int, default=20, help="timed runs per path per round, at least (default 20)")
+    p.add_argument("--min-seconds", type=float, default=0.5, help="and seconds per path per round (default 0.5)")
+    p.add_argument("--clock", choices=tuple(CLOCKS), default="wall",
+                   help="wall (default) or cpu: the calling thread's CPU time, for a machine busy with other work "
+                        "(one thread only)")
+    p.add_argument("--peers", action="store_true", help="add torchvision's and timm's models, timed in the same run")
+    p.add_argument("--peer-python", metavar="PATH",
+                   help="python of the peer environment (default: $MNV3_PEER_PYTHON, else .peer-venv)")
+    p.add_argument("--out", metavar="FILE.json", help="also write the results as JSON")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_bench)
+
+
 # -- entry point ----------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mnv3", description="MobileNetV3 models, costs and tools.")
@@ -650,6 +850,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_training_commands(sub)
     _add_deploy_commands(sub)
+    _add_bench_command(sub)
     return parser
 
 

@@ -377,6 +377,16 @@ def _scalar(inits: dict[str, Any], name: str) -> np.ndarray:
     return numpy_helper.to_array(inits[name])
 
 
+def hardswish_qparams(scale: float, zero_point: int, qmin: int = 0, qmax: int = 255) -> tuple[int, float, int]:
+    """The quantisation of a hard-swish input that :func:`int8_hardswish` uses instead of ``(scale, zero_point)``:
+    ``(k, 3 / k, zero point)``, the range widened to include -3 and the scale snapped (at most one step coarser)
+    to ``3 / k``. Quantisation-aware training (:mod:`.qat`) fake-quantises with the same numbers."""
+    rmin, rmax = min(scale * (qmin - zero_point), -3.0), max(scale * (qmax - zero_point), 0.0)
+    k = max(1, math.floor(3.0 / ((rmax - rmin) / (qmax - qmin))))
+    s_new = 3.0 / k
+    return k, s_new, int(min(qmax, max(qmin, qmin + round(-rmin / s_new))))
+
+
 def int8_hardswish(proto) -> int:
     """Rewrite ``DQ -> HardSwish -> Q`` as ``Mul(DQ(q), DQ'(Clip(q)))`` with the input's scale snapped to
     ``3 / k`` (module doc), which ONNX Runtime runs as a uint8 ``Clip`` and a ``QLinearMul``.
@@ -414,11 +424,8 @@ def int8_hardswish(proto) -> int:
             new_nodes.append(node)
             continue
         info = np.iinfo(zp.dtype)
-        qmin, qmax, z = int(info.min), int(info.max), int(zp)
-        rmin, rmax = min(s * (qmin - z), -3.0), max(s * (qmax - z), 0.0)
-        k = max(1, math.floor(3.0 / ((rmax - rmin) / (qmax - qmin))))
-        s_new = 3.0 / k
-        z_new = int(min(qmax, max(qmin, qmin + round(-rmin / s_new))))
+        qmin, qmax = int(info.min), int(info.max)
+        k, s_new, z_new = hardswish_qparams(s, int(zp), qmin, qmax)
         base = q.output[0]
         scale_name, zp_name = f"{base}_hs_scale", f"{base}_hs_zero_point"
         gate_scale, gate_zp = f"{base}_hs_gate_scale", f"{base}_hs_gate_zero_point"
@@ -490,9 +497,15 @@ class QuantizeReport:
 def quantize_onnx(model: nn.Module, path: str | os.PathLike, calibration: Sequence[np.ndarray], *,
                   resolution: int | None = None, batch: int = 1, input_shape: Sequence[int] | None = None,
                   dynamic_batch: bool = False, options: Int8Options | None = None,
-                  float_path: str | os.PathLike | None = None, verify: bool = True) -> QuantizeReport:
+                  float_path: str | os.PathLike | None = None, verify: bool = True,
+                  tensor_overrides: Callable[[Any], dict[str, list[dict[str, Any]]]] | None = None
+                  ) -> QuantizeReport:
     """Quantise ``model`` to an int8 QDQ ONNX file at ``path``, calibrated on ``calibration`` (arrays shaped like
     the model input, e.g. from :func:`calibration_data`).
+
+    ``tensor_overrides`` maps the float graph (an ``onnx.ModelProto``) to ONNX Runtime's ``TensorQuantOverrides``
+    (tensor name -> ``[{"scale": ..., "zero_point": ...}]``): those tensors take the given quantisation instead of
+    the calibrated one (quantisation-aware training passes its learned ranges this way, :mod:`.qat`).
 
     The float graph is the BN-folded export of :func:`int8_ready` (checked against ``model`` to 1e-4); it is
     also written to ``float_path`` when given. With ``verify`` the int8 file is run on the calibration images and
@@ -532,7 +545,10 @@ def quantize_onnx(model: nn.Module, path: str | os.PathLike, calibration: Sequen
             method = {"minmax": ort_quant.CalibrationMethod.MinMax,
                       "percentile": ort_quant.CalibrationMethod.Percentile,
                       "entropy": ort_quant.CalibrationMethod.Entropy}[options.calibrate_method]
-            extra = {"WeightSymmetric": True, "ActivationSymmetric": False}
+            extra: dict[str, Any] = {"WeightSymmetric": True, "ActivationSymmetric": False}
+            if tensor_overrides is not None:
+                extra["TensorQuantOverrides"] = tensor_overrides(proto)
+                changes["tensor_overrides"] = len(extra["TensorQuantOverrides"])
             import logging
 
             level = logging.getLogger().level
@@ -753,7 +769,7 @@ __all__ = [
     "PLAIN",
     "SE_POOLS", "TOOLCHAINS", "CalibrationError", "Int8Options", "PaddedInput", "QuantizeReport",
     "calibration_data", "compare_onnx_with_model", "compare_outputs", "compile_pt2e", "evaluate_onnx", "evaluate_torch",
-    "int8_hardswish", "int8_ready", "load_pt2e", "materialize_shared_initializers", "onnx_logits",
+    "hardswish_qparams", "int8_hardswish", "int8_ready", "load_pt2e", "materialize_shared_initializers", "onnx_logits",
     "pad_depthwise_channels", "profile_onnx", "quantize_onnx", "quantize_pt2e", "random_calibration_data",
     "reduce_mean_to_global_pool", "replace_options", "save_pt2e",
 ]

@@ -111,11 +111,17 @@ def _plain(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 def weights_bytes(model_state: dict[str, torch.Tensor], ema_state: dict[str, torch.Tensor] | None, spec: ArchSpec,
-                  **info: Any) -> bytes:
-    """The safetensors file of a checkpoint: ``model.*`` and ``ema.*`` tensors, spec and ``info`` in metadata."""
+                  extra: dict[str, dict[str, torch.Tensor]] | None = None, **info: Any) -> bytes:
+    """The safetensors file of a checkpoint: ``model.*`` and ``ema.*`` tensors, spec and ``info`` in metadata;
+    ``extra`` adds groups of tensors under their own prefixes (a QAT run's observers: ``qat.*``, ``ema_qat.*``),
+    which float loaders ignore."""
     tensors = {f"model.{k}": v for k, v in _plain(model_state).items()}
     if ema_state is not None:
         tensors.update({f"ema.{k}": v for k, v in _plain(ema_state).items()})
+    for group, state in (extra or {}).items():
+        if group in WEIGHT_KINDS or "." in group:
+            raise ValueError(f"bad checkpoint group name {group!r}")
+        tensors.update({f"{group}.{k}": v for k, v in _plain(state).items()})
     metadata = {"format": CHECKPOINT_FORMAT, "spec": spec.to_json(indent=None),
                 "has_ema": "1" if ema_state is not None else "0"}
     metadata.update({k: json.dumps(v) for k, v in info.items()})

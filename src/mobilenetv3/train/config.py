@@ -17,6 +17,7 @@ warm-up epochs and 350 epochs (the TPU reference's, which the paper does not sta
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -49,7 +50,7 @@ RECIPES: dict[str, dict[str, Any]] = {
 
 # Fields a resumed run may change; any other field given on resume must equal the run's recorded value.
 RESUMABLE_CHANGES = ("epochs", "device", "workers", "threads", "quiet", "checkpoint_every_steps", "log_every_steps",
-                     "tensorboard", "eval_batch_size", "lr", "grad_clip")
+                     "tensorboard", "eval_batch_size", "lr", "grad_clip", "compile")
 # Fields that do not describe the run itself (not compared on resume, not part of the recipe).
 RUNTIME_FIELDS = ("out", "resume", "overwrite", "quiet")
 
@@ -97,6 +98,7 @@ class TrainConfig:
     on_corrupt: str | None = None  # "fail" or "skip" unreadable images
     amp: str | None = None  # "auto" (bf16 on CUDA, off on CPU where it measured slower), "off", "bf16"
     channels_last: bool | None = None  # default on: faster on this CPU and on GPUs
+    compile: bool | None = None  # torch.compile the training forward/backward (default off: build time first)
     seed: int | None = None
     deterministic: bool | None = None  # torch.use_deterministic_algorithms (CPU training is deterministic anyway)
     device: str | None = None  # "auto", "cpu", "cuda", "cuda:1"
@@ -108,6 +110,9 @@ class TrainConfig:
     checkpoint_every_steps: int | None = None  # also checkpoint every K steps (mid-epoch), besides every epoch
     log_every_steps: int | None = None  # also write a metrics line every N steps
     tensorboard: bool | None = None  # default: on when torch.utils.tensorboard imports
+    init: str | None = None  # start from a run's EMA weights (RUN_DIR) or a weights file (.safetensors)
+    qat: bool | None = None  # quantisation-aware training (int8 as ONNX Runtime runs it), converted at the end
+    qat_epochs: int | None = None  # QAT for the last N epochs; default all with init, else the last 10% (>= 1)
     resume: bool = False
     overwrite: bool = False
     quiet: bool = False
@@ -132,9 +137,13 @@ class TrainConfig:
 
 FIXED_DEFAULTS: dict[str, Any] = dict(
     width_mult=1.0, data="fashion-mnist", val_split="val", recipe="auto", accum_steps=1, on_corrupt="fail",
-    amp="auto", channels_last=True, seed=0, deterministic=False, device="auto", workers=0, eval_batch_size=256,
-    dropout=None, bn_momentum=None, resolution=None,
+    amp="auto", channels_last=True, compile=False, seed=0, deterministic=False, device="auto", workers=0,
+    eval_batch_size=256,
+    dropout=None, bn_momentum=None, resolution=None, qat=False,
 )
+# Without --init, QAT covers the last tenth of the epochs (at least one): float training first, then fake
+# quantisation while the learning rate is small (cosine/step decay), as in the usual float-then-QAT recipe.
+QAT_FRACTION = 0.1
 
 
 def recipe_name(config: TrainConfig) -> str:
@@ -157,6 +166,9 @@ def resolve(config: TrainConfig) -> TrainConfig:
             values[name] = value
     if values["lr"] is None:
         values["lr"] = values["lr_base"] * values["batch_size"] / values["lr_base_batch"]
+    if values["qat"] and values["qat_epochs"] is None:
+        epochs = values["epochs"]
+        values["qat_epochs"] = epochs if values["init"] else max(1, math.ceil(QAT_FRACTION * epochs))
     resolved = TrainConfig.from_dict(values)
     validate(resolved)
     return resolved
@@ -192,6 +204,15 @@ def validate(c: TrainConfig) -> None:
     for name in ("limit_train", "limit_val", "checkpoint_every_steps", "log_every_steps"):
         value = getattr(c, name)
         _check(value is None or value >= 1, f"{name.replace('_', '-')} must be >= 1, got {value}")
-    _check((c.model is None) != (c.spec is None), "give a model name (--model) or a spec file (--spec), exactly one")
+    if c.init is None:
+        _check((c.model is None) != (c.spec is None),
+               "give a model name (--model) or a spec file (--spec), exactly one")
+    else:
+        _check(c.model is None or c.spec is None, "give a model name (--model) or a spec file (--spec), not both")
+    _check(c.qat_epochs is None or c.qat, "--qat-epochs applies to quantisation-aware training (--qat)")
+    _check(not (c.qat and c.compile), "--compile is not supported with --qat (the fake-quantisation observers "
+           "update state in the forward pass); leave one out")
+    _check(c.qat_epochs is None or 1 <= c.qat_epochs <= c.epochs,
+           f"qat-epochs must be between 1 and the number of epochs ({c.epochs}), got {c.qat_epochs}")
     _check(c.spec is None or c.width_mult == 1.0,
            "--width-mult applies to zoo models; a spec file already holds its widths")

@@ -35,6 +35,7 @@ from ..model import MobileNetV3
 from ..spec import ArchSpec
 from . import checkpoint as C
 from . import distributed as D
+from . import qat as Q
 from .config import RESUMABLE_CHANGES, RUNTIME_FIELDS, TrainConfig, resolve
 from .ema import ModelEMA
 from .evaluate import autocast_context, evaluate, resolve_device, to_device
@@ -271,7 +272,7 @@ class Trainer:
             config = resolve(merge_resume_config(saved, given))
             self.pointer = pointer
         else:
-            config = resolve(given)
+            config = resolve(Q.with_init_defaults(given))
             existing = _existing_run_files(out)
             if existing and not given.overwrite:
                 raise ValueError(f"{out} already holds a training run ({', '.join(existing[:4])}); pass --resume to "
@@ -347,7 +348,8 @@ class Trainer:
         info = {"epoch": epoch, "batch": batch, "global_step": self.global_step, "time": time.time()}
         if self.dist.is_main:
             weights = C.weights_bytes(self.raw_model.state_dict(), self.ema.state_dict() if self.ema else None,
-                                      self.spec, epoch=epoch, batch=batch, global_step=self.global_step)
+                                      self.spec, self._qat_groups(), epoch=epoch, batch=batch,
+                                      global_step=self.global_step)
             state = {
                 "format": C.STATE_FORMAT, "epoch": epoch, "batch": batch, "global_step": self.global_step,
                 "world_size": self.dist.world_size, "optimizer": self.optimizer.state_dict(),
@@ -392,6 +394,15 @@ class Trainer:
                 raise C.CheckpointError(f"{weights_path} holds no EMA weights but this run keeps an EMA")
             C.check_state_dict(ema_state, self.ema.module, f"{weights_path} (EMA)")
             self.ema.load_state_dict(ema_state)
+        for group, qat in ((Q.QAT_GROUP, self.qat), (Q.EMA_QAT_GROUP, self.ema_qat)):
+            if qat is None:
+                continue
+            if group not in groups:
+                raise C.CheckpointError(f"{weights_path} holds no quantisation-aware training state ({group})")
+            try:
+                qat.load_state_dict(groups[group])
+            except ValueError as e:
+                raise C.CheckpointError(f"{weights_path}: {e}") from None
         state = C.read_state(state_path)
         ranks = state["ranks"]
         if len(ranks) != self.dist.world_size:
@@ -427,6 +438,51 @@ class Trainer:
             C.atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in kept))
         return int(state["epoch"]), int(state["batch"])
 
+    # -- quantisation-aware training
+    def _qat_groups(self) -> dict[str, dict[str, torch.Tensor]] | None:
+        if self.qat is None:
+            return None
+        groups = {Q.QAT_GROUP: self.qat.state_dict()}
+        if self.ema_qat is not None:
+            groups[Q.EMA_QAT_GROUP] = self.ema_qat.state_dict()
+        return groups
+
+    def _switch_qat(self, epoch: int) -> None:
+        """Fake quantisation on from the QAT start epoch; once the observers have seen data it stays on (a
+        resumed run given more epochs does not go back to float)."""
+        if self.qat is None:
+            return
+        started = any(int(fq.updates) > 0 for fq in self.qat.observers.values())
+        on = started or epoch >= Q.qat_start_epoch(self.c)
+        for qat in (self.qat, self.ema_qat):
+            if qat is not None:
+                qat.set_enabled(on)
+
+    def _after_step_qat(self, ema_decay: float | None) -> None:
+        if self.qat is None or not self.qat.enabled:
+            return
+        if self.dist.enabled:  # one set of ranges: the processes' averaged
+            flat = self.qat.flat_ranges()
+            D.all_reduce_tensor(flat, self.dist)
+            self.qat.load_flat_ranges(flat / self.dist.world_size)
+        if self.ema_qat is not None and ema_decay is not None:
+            self.ema_qat.ema_update(self.qat, ema_decay)
+
+    def _convert_int8(self, val_set: Dataset, data_info: dict[str, Any]) -> dict[str, Any]:
+        """The end of a QAT run: model-int8.onnx from the EMA weights (the model's without EMA) and the learned
+        ranges, evaluated, reloaded and evaluated again (done once; a resumed finished run reuses the record)."""
+        done = [r for r in read_metrics(self.out, "int8") if r.get("step") == self.global_step]
+        if done and (self.out / Q.INT8_FILE).is_file():
+            return done[-1]
+        model, qat = (self.ema.module, self.ema_qat) if self.ema is not None else (self.raw_model, self.qat)
+        qat.set_enabled(True)
+        calibration = Q.run_calibration(None if self.train_set_override is not None else data_info, val_set)
+        record = Q.convert_run(model, qat, self.out, data_info, val_set, calibration,
+                               threads=torch.get_num_threads(), log=self.log)
+        record = {"kind": "int8", "epoch": self.c.epochs, "step": self.global_step, **record}
+        self._write_metrics(record)
+        return record
+
     # -- timing
     def _elapsed(self) -> float:
         return self.elapsed_before + (time.perf_counter() - self.session_start)
@@ -458,8 +514,14 @@ class Trainer:
         seed_everything(c.seed)
         # The architecture first, so that a bad model name fails before any data is read. A resumed run uses the
         # spec recorded in its directory (the original spec file may have changed or gone).
+        if c.qat:
+            Q.check_deploy_extra()  # the int8 conversion at the end needs it: fail now, not after training
         if c.resume:
             base = ArchSpec.load(self.out / "spec.json")
+        elif c.spec is None and c.model is None:  # --init gives the architecture
+            base = Q.init_spec(c.init)
+            if base is None:
+                raise ValueError(f"--init {c.init} records no architecture: give --model or --spec")
         else:
             base = ArchSpec.load(c.spec) if c.spec is not None else zoo.get_spec(c.model, c.width_mult)
         if c.resolution is None:  # the recipe leaves it to the spec (224 for the zoo's ImageNet models)
@@ -477,6 +539,9 @@ class Trainer:
         self.spec = spec
         seed_everything(c.seed)  # the same initial weights on every rank and in every run with this seed
         self.raw_model = MobileNetV3(spec).to(self.device)
+        if c.init is not None and not c.resume:
+            source = Q.load_init(self.raw_model, c.init, spec)
+            self.log(f"starting from the {source['weights']} weights of {source['file']}")
         self.channels_last = bool(c.channels_last)
         if self.channels_last:
             self.raw_model = self.raw_model.to(memory_format=torch.channels_last)
@@ -484,6 +549,13 @@ class Trainer:
                                        and torch.cuda.is_bf16_supported())
         self.ema = ModelEMA(self.raw_model, c.ema_decay) if c.ema_decay > 0 else None
         self.optimizer = make_optimizer(self.raw_model, c)
+        self.qat = self.ema_qat = None
+        if c.qat:  # attached now (observers in every checkpoint), switched on for the last qat_epochs epochs
+            from ..deploy.qat import prepare_qat
+
+            self.qat = prepare_qat(self.raw_model)
+            self.ema_qat = prepare_qat(self.ema.module) if self.ema is not None else None
+            self._switch_qat(0)
         world = self.dist.world_size
         if c.batch_size % (world * c.accum_steps):
             raise ValueError(f"batch size {c.batch_size} must be divisible by processes x accum_steps "
@@ -533,6 +605,9 @@ class Trainer:
             from torch.nn.parallel import DistributedDataParallel as DDP
 
             self.model = DDP(self.raw_model, device_ids=[self.device] if self.device.type == "cuda" else None)
+        if c.compile:
+            # Training steps only (evaluation runs the eager modules); built on the first steps, once per session.
+            self.model = torch.compile(self.model)
         val_loader = self._loader(SeededSamples(val_set), sampler=ShardedRange(len(val_set), self.dist.rank, world),
                                   batch_size=c.eval_batch_size)
         seeded_train = SeededSamples(train_set)
@@ -553,6 +628,7 @@ class Trainer:
                     self.sums = {"loss": 0.0, "correct": 0, "count": 0}
                     self.epoch_elapsed_before = 0.0
                 self.epoch_session_start = time.perf_counter()
+                self._switch_qat(epoch)
                 sampler = EpochBatchSampler(len(train_set), c.batch_size, seed=c.seed, epoch=epoch, start=first,
                                             rank=self.dist.rank, world_size=world)
                 loader = self._loader(seeded_train, batch_sampler=sampler)
@@ -595,14 +671,23 @@ class Trainer:
                     self.log(f"interrupted at epoch {epoch + 1}, step {self.global_step}; checkpoint saved "
                              f"({self._last_ckpt_name()}); continue with --resume")
                     break
+        int8 = None
+        finished = bool(self.last_ckpt) and self.last_ckpt["epoch"] >= c.epochs and self.last_ckpt["batch"] == 0
+        if self.qat is not None and finished and not interrupted:
+            if self.dist.is_main:
+                int8 = self._convert_int8(val_set, data_info)
+            D.barrier(self.dist)
         if self.tb is not None:
             self.tb.close()
         epochs = read_metrics(self.out) if self.dist.is_main else []
-        return {
+        summary = {
             "run_dir": str(self.out), "rank": self.dist.rank, "interrupted": interrupted, "epochs": c.epochs,
             "global_step": self.global_step, "last_epoch": epochs[-1] if epochs else None, "best_top1": self.best,
             "best_epoch": self.best_epoch, "wall_time_s": self._elapsed(),
         }
+        if int8 is not None:
+            summary["int8"] = {k: v for k, v in int8.items() if k not in ("kind", "checks", "graph_changes")}
+        return summary
 
     def _step(self, batch, lr: float, epoch: int, batch_index: int) -> tuple[int, float, int]:
         c = self.c
@@ -615,7 +700,7 @@ class Trainer:
         losses, corrects = [], []
         for i, (xc, yc) in enumerate(zip(xs, ys, strict=True)):
             sync = nullcontext()
-            if self.model is not self.raw_model and i < len(xs) - 1:
+            if self.dist.enabled and i < len(xs) - 1:
                 sync = self.model.no_sync()
             with sync:
                 with autocast_context(self.device, self.amp):
@@ -637,8 +722,8 @@ class Trainer:
         if c.grad_clip is not None:
             torch.nn.utils.clip_grad_norm_(self.raw_model.parameters(), c.grad_clip)
         self.optimizer.step()
-        if self.ema is not None:
-            self.ema.update(self.raw_model, self.global_step)
+        decay = self.ema.update(self.raw_model, self.global_step) if self.ema is not None else None
+        self._after_step_qat(decay)
         self.global_step += 1
         return len(y), float(loss_sum), int(torch.stack(corrects).sum())
 
@@ -667,6 +752,8 @@ class Trainer:
             "train_loss": totals[0] / count, "train_acc": 100.0 * totals[1] / count,
             "val_loss": val["loss"], "val_top1": val["top1"], "val_top5": val["top5"],
         }
+        if self.qat is not None:
+            record["qat"] = self.qat.enabled  # the figures are the fake-quantised model's
         score = val["top1"]
         if self.ema is not None:
             if self.dist.enabled:
@@ -682,7 +769,7 @@ class Trainer:
             if self.dist.is_main:
                 C.atomic_write_bytes(self.out / C.BEST, C.weights_bytes(
                     self.raw_model.state_dict(), self.ema.state_dict() if self.ema else None, self.spec,
-                    epoch=epoch + 1, global_step=self.global_step, top1=score))
+                    self._qat_groups(), epoch=epoch + 1, global_step=self.global_step, top1=score))
         record.update(best_top1=self.best, best_epoch=self.best_epoch)
         self._write_metrics(record)
         ema_part = f", EMA top-1 {record['ema_val_top1']:.2f}%" if self.ema is not None else ""

@@ -1,0 +1,234 @@
+"""Starting a run from trained weights (``init``) and quantisation-aware training in a run (``qat``).
+
+The usual flow: train float, then fine-tune with fake quantisation and convert::
+
+    mnv3 train --model mobilenet_v3_small --data fashion-mnist --out runs/float
+    mnv3 train --init runs/float --qat --epochs 2 --lr 1e-4 --warmup-epochs 0 --out runs/qat
+
+``init`` is a run directory (its last checkpoint's EMA weights, or its model weights when it kept no EMA) or a
+safetensors weights file (a checkpoint, or a plain state dict). With a run directory, what the new run leaves
+unset of the model (``--model``/``--spec``) and of the data (data, data_dir, val_split, channels, resolution) is
+taken from it; a weights file with a spec in its metadata gives the model. The architecture must match the
+new run's (resolution, dropout and BN momentum may differ): a clear error names the first difference.
+
+``qat`` attaches :func:`~mobilenetv3.deploy.qat.prepare_qat` to the model and to its EMA for the last
+``qat_epochs`` epochs (once on, it stays on, also when a resumed run is given more epochs); the epochs' metrics
+are then the fake-quantised model's. After the last epoch the EMA weights (the model's when there is no EMA) are
+converted to ``RUN_DIR/model-int8.onnx`` with the learned activation ranges, evaluated with ONNX Runtime on the
+validation set, reloaded and evaluated again; the figures go to ``metrics.jsonl`` (``"kind": "int8"``) and the
+run's summary. ``mnv3 export RUN_DIR --int8`` of a QAT run converts its last checkpoint the same way.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..spec import ArchSpec
+from . import checkpoint as C
+from .config import TrainConfig
+
+INT8_FILE = "model-int8.onnx"
+QAT_GROUP, EMA_QAT_GROUP = "qat", "ema_qat"
+INHERITED_DATA_FIELDS = ("data", "data_dir", "val_split", "channels", "resolution")
+# Spec fields that weights do not depend on: they may differ between --init and the new run.
+FREE_SPEC_FIELDS = ("name", "resolution", "dropout", "bn_momentum", "notes", "extra")
+CHECK_IMAGES = 64  # images for the conversion's own checks (all ranges come from QAT, none from calibration)
+
+
+# -- init ---------------------------------------------------------------------------------------------------------
+def init_weights_file(init: str | os.PathLike) -> tuple[Path, Path | None]:
+    """The weights file behind ``init`` and the run directory it belongs to (None for a bare file)."""
+    path = Path(init)
+    if path.is_dir():
+        try:
+            return C.checkpoint_paths(path, "last"), path
+        except C.CheckpointError as e:
+            raise C.CheckpointError(f"--init: {e}") from None
+    if not path.is_file():
+        raise FileNotFoundError(f"--init: no run directory or weights file at {path}")
+    return path, None
+
+
+def init_spec(init: str | os.PathLike) -> ArchSpec | None:
+    """The architecture of ``init``: its run's ``spec.json``, or the spec in a weights file's metadata."""
+    weights, run_dir = init_weights_file(init)
+    if run_dir is not None and (run_dir / "spec.json").is_file():
+        return ArchSpec.load(run_dir / "spec.json")
+    return C.spec_from_weights(weights)
+
+
+def with_init_defaults(config: TrainConfig) -> TrainConfig:
+    """``config`` with the data options it leaves unset taken from the ``init`` run directory's config."""
+    if config.init is None or not Path(config.init).is_dir():
+        return config
+    path = Path(config.init) / "config.json"
+    try:
+        saved = json.loads(path.read_text())["train"]
+    except (OSError, json.JSONDecodeError, KeyError, TypeError) as e:
+        raise C.CheckpointError(f"--init: cannot read the run's config {path}: {e}") from None
+    changes = {name: saved[name] for name in INHERITED_DATA_FIELDS
+               if getattr(config, name) is None and saved.get(name) is not None}
+    return dataclasses.replace(config, **changes)
+
+
+def spec_differences(a: ArchSpec, b: ArchSpec) -> list[str]:
+    """The architecture fields in which ``a`` and ``b`` differ (weights-free fields ignored)."""
+    da, db = a.to_dict(), b.to_dict()
+    out = []
+    for key in da:
+        if key in FREE_SPEC_FIELDS or da[key] == db.get(key):
+            continue
+        if key == "blocks" and len(da[key]) == len(db[key]):
+            first = next(i for i, (x, y) in enumerate(zip(da[key], db[key], strict=True)) if x != y)
+            out.append(f"block {first + 1}: {da[key][first]} vs {db[key][first]}")
+        elif key == "blocks":
+            out.append(f"{len(da[key])} blocks vs {len(db[key])}")
+        else:
+            out.append(f"{key}: {da[key]!r} vs {db[key]!r}")
+    return out
+
+
+def load_init(model: nn.Module, init: str | os.PathLike, spec: ArchSpec) -> dict[str, Any]:
+    """Load ``init``'s weights (EMA first) into ``model``, whose spec is ``spec``; ``CheckpointError`` naming the
+    difference when the architectures do not match."""
+    weights, _ = init_weights_file(init)
+    source = init_spec(init)
+    if source is not None:
+        diffs = spec_differences(source, spec)
+        if diffs:
+            raise C.CheckpointError(f"--init {init}: its architecture ({source.name}) differs from this run's "
+                                    f"({spec.name}): {'; '.join(diffs[:3])}")
+    groups, metadata = C.read_weights(weights)
+    which = "ema" if "ema" in groups else "model"
+    if which not in groups:
+        raise C.CheckpointError(f"--init: {weights} holds no model weights")
+    try:
+        C.check_state_dict(groups[which], model, f"--init {weights}")
+    except C.CheckpointError as e:
+        raise C.CheckpointError(f"{e} (the architecture of --init must be this run's)") from None
+    model.load_state_dict(groups[which])
+    return {"file": str(weights), "weights": which, "global_step": metadata.get("global_step")}
+
+
+# -- QAT in a run ---------------------------------------------------------------------------------------------
+def qat_start_epoch(config: TrainConfig) -> int | None:
+    """The first (0-based) epoch trained with fake quantisation, None without QAT."""
+    if not config.qat:
+        return None
+    return config.epochs - config.qat_epochs
+
+
+def check_deploy_extra() -> None:
+    """Fail before training when the int8 conversion at the end could not run."""
+    from ..latency import require
+
+    require("onnx", purpose="quantisation-aware training's int8 conversion")
+    require("onnxruntime.quantization", purpose="quantisation-aware training's int8 conversion")
+
+
+def run_calibration(data_info: dict[str, Any] | None, fallback: Any, samples: int = CHECK_IMAGES
+                    ) -> list[np.ndarray]:
+    """Images for the conversion's checks, prepared as the model sees them at evaluation: the run's training
+    images (as ``mnv3 export RUN_DIR --int8`` draws them), or ``fallback`` items (data given in memory, None
+    ``data_info``)."""
+    from ..deploy.quantize import CalibrationError, calibration_data
+
+    name = None if data_info is None else data_info.get("name")
+    if name is not None:
+        try:
+            return calibration_data(name, resolution=data_info["resolution"], channels=data_info["channels"],
+                                    mean=data_info["mean"], std=data_info["std"], samples=samples,
+                                    crop_fraction=data_info.get("crop_fraction"), data_dir=data_info.get("data_dir"))
+        except CalibrationError:
+            pass  # data given in memory: the name is only a label
+    n = min(samples, len(fallback))
+    return [fallback[i][0][None].float().numpy() for i in range(n) if fallback[i] is not None]
+
+
+def qat_state_of(run_dir: str | os.PathLike, checkpoint: str = "last", weights: str = "ema"
+                 ) -> dict[str, torch.Tensor] | None:
+    """The observers saved with a run's checkpoint for its ``weights`` (None for a run without QAT)."""
+    groups, _ = C.read_weights(C.checkpoint_paths(run_dir, checkpoint))
+    if weights == "ema" and EMA_QAT_GROUP in groups:
+        return groups[EMA_QAT_GROUP]
+    return groups.get(QAT_GROUP)
+
+
+def prepared_from_run(run_dir: str | os.PathLike, checkpoint: str = "last", weights: str = "ema"):
+    """A QAT run's model (float weights) with its fake quantisation attached and loaded: ``(model, qat)``."""
+    from ..deploy.qat import prepare_qat
+    from .evaluate import load_run
+
+    state = qat_state_of(run_dir, checkpoint, weights)
+    if state is None:
+        raise C.CheckpointError(f"{run_dir} ({checkpoint} checkpoint) holds no quantisation-aware training state")
+    model, _ = load_run(run_dir, checkpoint=checkpoint, weights=weights, device="cpu")
+    qat = prepare_qat(model)
+    qat.load_state_dict(state)
+    return model, qat
+
+
+@torch.no_grad()
+def _predictions(model: nn.Module, dataset: Any, batch_size: int = 256) -> np.ndarray:
+    """``model``'s predicted classes for ``dataset`` (in order), on the model's device, in eval mode."""
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    preds = []
+    try:
+        for start in range(0, len(dataset), batch_size):
+            items = [dataset[i] for i in range(start, min(len(dataset), start + batch_size))]
+            x = torch.stack([it[0] for it in items if it is not None]).to(device)
+            preds.append(model(x).argmax(1).cpu().numpy())
+    finally:
+        model.train(was_training)
+    return np.concatenate(preds)
+
+
+def convert_run(model: nn.Module, qat: Any, out: str | os.PathLike, data_info: dict[str, Any], val_set: Any,
+                calibration: Sequence[np.ndarray], *, threads: int | None = None,
+                log: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Write ``out/model-int8.onnx`` from a QAT-trained model, evaluate it on ``val_set`` with ONNX Runtime, load
+    the file again and re-evaluate; returns the figures (int8 top-1 before and after the reload, agreement with
+    the fake-quantised model's predictions, the conversion's checks)."""
+    import onnx
+
+    from ..deploy.qat import convert_qat
+    from ..deploy.quantize import evaluate_onnx
+
+    out = Path(out)
+    path = out / INT8_FILE
+    tmp = out / f".{INT8_FILE}.tmp"
+    shape = (1, data_info["channels"], data_info["resolution"], data_info["resolution"])
+    report = convert_qat(model, qat, tmp, calibration, input_shape=shape)
+    os.replace(tmp, path)
+    first = evaluate_onnx(path, val_set, threads=threads)
+    simulated = _predictions(model, val_set)
+    reloaded_file = out / f".{INT8_FILE}.reloaded.tmp"
+    try:
+        onnx.save(onnx.load(str(path)), str(reloaded_file))  # load the written file and save it again
+        again = evaluate_onnx(reloaded_file, val_set, threads=threads)
+    finally:
+        reloaded_file.unlink(missing_ok=True)
+    identical = bool(np.array_equal(first["predictions"], again["predictions"]))
+    record = {
+        "path": INT8_FILE, "int8_top1": first["top1"], "int8_top1_reloaded": again["top1"],
+        "reload_identical": identical, "qat_top1": 100.0 * float((simulated == first["labels"]).mean()),
+        "images": first["count"],
+        "agreement_with_qat": float((first["predictions"] == simulated).mean()),
+        "checks": report.checks, "graph_changes": report.graph_changes,
+    }
+    if log is not None:
+        log(f"int8: wrote {path} (ONNX Runtime QDQ, ranges from QAT): top-1 {first['top1']:.2f}% on "
+            f"{first['count']:,} images, {again['top1']:.2f}% after reloading the file; fake-quantised model "
+            f"{record['qat_top1']:.2f}%, predictions agree on {100 * record['agreement_with_qat']:.2f}%")
+    return record
