@@ -181,6 +181,70 @@ def test_export_with_the_dynamo_exporter(tmp_path):
     assert report.max_abs_diff < 1e-4 and report.ops["HardSwish"] > 0
 
 
+def _ort_optimized_ops(path, tmp_path) -> list:
+    """The nodes of ONNX Runtime's optimised graph (ORT_ENABLE_ALL, 1 thread) of the file at ``path``."""
+    import onnx
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.intra_op_num_threads = 1
+    options.log_severity_level = 3
+    options.optimized_model_filepath = str(tmp_path / f"{path.stem}.ort.onnx")
+    ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return list(onnx.load(options.optimized_model_filepath, load_external_data=False).graph.node)
+
+
+@needs_onnx
+@pytest.mark.parametrize("dynamic_batch", [False, True], ids=["static", "dynamic_batch"])
+def test_export_keeps_se_blocks_in_onnxruntime_blocked_layout(tmp_path, dynamic_batch):
+    """SE pooling is GlobalAveragePool, the SE gate's broadcast is an explicit nearest Resize (so the Mul has
+    two equal shapes) and the classifier a 1x1 Conv; ONNX Runtime then runs the SE Muls in its blocked (NCHWc)
+    layout instead of reordering each block's expanded activation out and back in around them."""
+    m = model("mobilenet_v3_small", 64)
+    n_se = sum(1 for b in m.features if getattr(b, "se", None) is not None)
+    report = export_onnx(m, tmp_path / "ort.onnx", resolution=64, dynamic_batch=dynamic_batch)
+    scale = max(1.0, max(c["max_abs_output"] for c in report.checks))  # float rounding grows with the logits
+    assert report.max_abs_diff < 1e-5 * scale
+    assert [c["input_shape"][0] for c in report.checks] == [1, 2][:1 + dynamic_batch]
+    assert report.graph_changes == {"se_global_pool": n_se, "se_explicit_broadcast": n_se, "classifier_conv": 1}
+    ops = report.ops
+    assert "ReduceMean" not in ops and "Gemm" not in ops and "Div" not in ops and "Clip" not in ops
+    assert ops["GlobalAveragePool"] == n_se + 1 and ops["Resize"] == n_se and ops["Mul"] == n_se
+    assert ops["HardSigmoid"] == n_se and ops["HardSwish"] > 0  # the gates stay single ops
+
+    plain = export_onnx(m, tmp_path / "plain.onnx", resolution=64, dynamic_batch=dynamic_batch, ort_nchwc=False)
+    assert plain.graph_changes == {} and plain.ops["ReduceMean"] == n_se and plain.ops["Gemm"] == 1
+    new_nodes = _ort_optimized_ops(tmp_path / "ort.onnx", tmp_path)
+    old_nodes = _ort_optimized_ops(tmp_path / "plain.onnx", tmp_path)
+
+    def reorders(nodes):
+        return sum(n.op_type in ("ReorderInput", "ReorderOutput") for n in nodes)
+
+    if not any(n.domain == "com.microsoft.nchwc" for n in old_nodes):
+        pytest.skip("ONNX Runtime uses no blocked layout on this CPU")
+    produced_by = {o: n for n in new_nodes for o in n.output}
+    muls = [n for n in new_nodes if n.op_type == "Mul"]
+    assert len(muls) == n_se
+    for mul in muls:  # both inputs come straight from blocked-layout nodes, none from a ReorderOutput
+        assert all(produced_by[i].domain == "com.microsoft.nchwc" and produced_by[i].op_type != "ReorderOutput"
+                   for i in mul.input), mul.name
+    assert not any(n.op_type in ("Add", "Sum", "Reshape") for n in new_nodes)  # residual Adds fused into convs
+    assert reorders(new_nodes) <= reorders(old_nodes) - n_se
+
+
+@needs_onnx
+def test_export_graph_passes_with_dynamic_resolution(tmp_path):
+    """With a symbolic height and width the SE broadcast stays implicit (a Resize needs constant scales); the
+    pooling and classifier rewrites still apply and the export agrees with eager at other sizes."""
+    m = model("mobilenet_v3_small", 64, width_mult=0.5)
+    report = export_onnx(m, tmp_path / "dyn.onnx", resolution=64, dynamic_resolution=True,
+                         check_resolutions=[64, 80, 97])
+    assert report.max_abs_diff < 1e-4 and len(report.checks) == 3
+    assert report.graph_changes["se_explicit_broadcast"] == 0 and "Resize" not in report.ops
+    assert report.graph_changes["se_global_pool"] > 0 and report.graph_changes["classifier_conv"] == 1
+
+
 # -- CLI -----------------------------------------------------------------------------------------------------
 def run(capsys, *argv):
     code = main(list(argv))

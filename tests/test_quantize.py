@@ -91,7 +91,7 @@ def test_graph_passes_keep_outputs(tmp_path):
 
     m = build("mobilenet_v3_small")  # untrained: SE biases are equal, so the exporter shares them
     calibrate_bn_on_noise(m, 32)
-    export_onnx(m, tmp_path / "f.onnx", resolution=32, verify=False)
+    export_onnx(m, tmp_path / "f.onnx", resolution=32, verify=False, ort_nchwc=False)
     proto = onnx.load(str(tmp_path / "f.onnx"))
     assert materialize_shared_initializers(proto) > 0
     assert reduce_mean_to_global_pool(proto) == 9  # one per SE

@@ -526,7 +526,8 @@ def quantize_onnx(model: nn.Module, path: str | os.PathLike, calibration: Sequen
         prepared = int8_ready(model, options)
         with tempfile.TemporaryDirectory() as tmp:
             raw = Path(tmp) / "float.onnx"
-            export_onnx(prepared, raw, input_shape=shape, dynamic_batch=dynamic_batch, fold=False, verify=False)
+            export_onnx(prepared, raw, input_shape=shape, dynamic_batch=dynamic_batch, fold=False, verify=False,
+                        ort_nchwc=False)  # the float-graph rewrites measured 13-17% slower once quantised
             proto = onnx.load(str(raw))
             changes = {"shared_initializers": materialize_shared_initializers(proto),
                        "se_global_pool": reduce_mean_to_global_pool(proto) if options.se_pool == SE_POOLS[0]
