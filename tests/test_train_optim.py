@@ -213,7 +213,7 @@ def test_recipes_fill_what_is_left_unset():
 
     fm = resolve(TrainConfig(out="runs/x", model="mobilenet_v3_small"))
     assert fm.recipe == "fashion-mnist" and fm.data == "fashion-mnist"
-    assert fm.resolution == RECIPES["fashion-mnist"]["resolution"] == 56
+    assert fm.resolution == RECIPES["fashion-mnist"]["resolution"] == 80 and fm.bn_momentum == 0.1
     paper = resolve(TrainConfig(out="runs/x", model="mobilenet_v3_small", data="/data/imagenet", batch_size=256))
     assert paper.recipe == "paper" and paper.lr == pytest.approx(0.1 * 256 / 4096)
     assert (paper.optimizer, paper.momentum, paper.rmsprop_decay, paper.weight_decay, paper.ema_decay) == (
@@ -238,9 +238,9 @@ def test_run_options_reach_the_trained_spec():
         0.1, 0.05, 48, 1, 10)
     norms = [m for m in MobileNetV3(spec).modules() if isinstance(m, nn.BatchNorm2d)]
     assert norms and all(m.momentum == 0.1 for m in norms)
-    # left unset, the spec's value (the paper's 0.01) is kept
-    plain = model_spec(zoo.get_spec("mobilenet_v3_small"), resolve(TrainConfig(out="x", model="m")), 1, 10)
-    assert plain.bn_momentum == 0.01
+    # left unset by the option and the recipe (the paper's), the spec's value (the paper's 0.01) is kept
+    paper = resolve(TrainConfig(out="x", model="m", recipe="paper"))
+    assert model_spec(zoo.get_spec("mobilenet_v3_small"), paper, 1, 10).bn_momentum == 0.01
     for bad in (0.0, 1.0, -0.1):
         with pytest.raises(ValueError, match="BN momentum"):
             resolve(TrainConfig(out="x", model="m", bn_momentum=bad))
