@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 from safetensors.torch import load_file
 from torch.utils.data import Dataset
 
@@ -40,19 +39,10 @@ def tiny_spec(in_channels: int = 3, **changes) -> ArchSpec:
 
 
 @pytest.fixture(scope="module")
-def image_folder(tmp_path_factory) -> str:
-    """ImageNet layout, 3 classes x 60 train / 20 val noisy 20x20 images: colour and stripes overlap enough that
-    the tiny model's logits are not all saturated."""
-    root = tmp_path_factory.mktemp("folder")
-    rng = np.random.default_rng(0)
-    colours = {"red": (170, 80, 80), "green": (80, 170, 80), "blue": (80, 80, 170)}
-    for split, count in (("train", 60), ("val", 20)):
-        for name, colour in colours.items():
-            (root / split / name).mkdir(parents=True)
-            for i in range(count):
-                a = np.clip(np.array(colour) + rng.normal(0, 60, (20, 20, 3)), 0, 255).astype(np.uint8)
-                Image.fromarray(a).save(root / split / name / f"{i}.png")
-    return str(root)
+def image_folder(make_colour_folder) -> str:
+    """3 classes x 60 train / 20 val: colour and stripes overlap enough that the tiny model's logits are not all
+    saturated."""
+    return make_colour_folder({"red": (170, 80, 80), "green": (80, 170, 80), "blue": (80, 80, 170)}, 60, 20, 60)
 
 
 def run_cli(capsys, *argv):

@@ -8,10 +8,8 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 from safetensors.torch import load_file
 from torch.utils.data import Dataset
 
@@ -74,18 +72,9 @@ def small_run(out, spec_file, train_set=None, val_set=None, **options):
 
 
 @pytest.fixture(scope="module")
-def image_folder(tmp_path_factory) -> str:
-    """An ImageNet-layout folder: 3 classes x 100 train / 20 val RGB images, 20x20 PNG."""
-    root = tmp_path_factory.mktemp("folder")
-    rng = np.random.default_rng(0)
-    colours = {"red": (200, 40, 40), "green": (40, 200, 40), "blue": (40, 40, 200)}
-    for split, count in (("train", 100), ("val", 20)):
-        for name, colour in colours.items():
-            (root / split / name).mkdir(parents=True)
-            for i in range(count):
-                a = np.clip(np.array(colour) + rng.normal(0, 40, (20, 20, 3)), 0, 255).astype(np.uint8)
-                Image.fromarray(a).save(root / split / name / f"{i}.png")
-    return str(root)
+def image_folder(make_colour_folder) -> str:
+    """3 classes x 100 train / 20 val RGB images."""
+    return make_colour_folder({"red": (200, 40, 40), "green": (40, 200, 40), "blue": (40, 40, 200)}, 100, 20, 40)
 
 
 def strip_timing(records):
