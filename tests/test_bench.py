@@ -12,6 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from markers import needs_onnx
 from mobilenetv3 import build, count_madds, get_spec, spec_cost
 from mobilenetv3 import latency as lat
 from mobilenetv3.cli import main
@@ -32,8 +33,6 @@ from mobilenetv3.latency import (
 )
 from mobilenetv3.layers import NaiveHardswish, hard_swish_naive
 
-needs_onnx = pytest.mark.skipif(not all(importlib.util.find_spec(m) for m in ("onnx", "onnxruntime")),
-                                reason="needs the deploy extra (onnx, onnxruntime)")
 TINY = dict(resolution=32, multipliers=[0.35], resolutions=[32], rounds=1, warmup=0, min_runs=1, min_seconds=0.0)
 TINY_ARGS = ["--resolution", "32", "--multipliers", "0.35", "--resolutions", "32", "--rounds", "1", "--warmup", "0",
              "--min-runs", "1", "--min-seconds", "0", "--quiet"]

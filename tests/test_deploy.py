@@ -7,6 +7,7 @@ import pytest
 import torch
 from torch import nn
 
+from markers import needs_onnx
 from mobilenetv3 import build, get_spec
 from mobilenetv3.cli import main
 from mobilenetv3.deploy import (
@@ -19,9 +20,6 @@ from mobilenetv3.deploy import (
 )
 from mobilenetv3.latency import InputError, MissingExtraError
 from mobilenetv3.layers import SameConv2d
-
-needs_onnx = pytest.mark.skipif(not all(importlib.util.find_spec(m) for m in ("onnx", "onnxruntime")),
-                                reason="needs the deploy extra (onnx, onnxruntime)")
 
 
 def random_bn(model: nn.Module, resolution: int, seed: int = 0) -> nn.Module:

@@ -1,7 +1,6 @@
 """Quantisation-aware training: the fake-quantised model, a QAT run that converts to an int8 ONNX file reproducing
 it, --init from a trained run, exact resume mid-QAT, export of a QAT run, and clear errors for bad input."""
 
-import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -12,6 +11,7 @@ import torch
 from safetensors.torch import load_file
 from torch.utils.data import Dataset
 
+from markers import needs_onnx
 from mobilenetv3 import ArchSpec, BlockSpec, build
 from mobilenetv3.cli import main
 from mobilenetv3.deploy import calibrate_bn_on_noise
@@ -24,9 +24,6 @@ from mobilenetv3.deploy.qat import (
 from mobilenetv3.latency import MissingExtraError
 from mobilenetv3.train import CheckpointError, read_metrics, train
 from mobilenetv3.train.loop import TIMING_KEYS
-
-needs_onnx = pytest.mark.skipif(not all(importlib.util.find_spec(m) for m in ("onnx", "onnxruntime")),
-                                reason="needs the deploy extra (onnx, onnxruntime)")
 
 
 def tiny_spec(in_channels: int = 3, **changes) -> ArchSpec:

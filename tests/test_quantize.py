@@ -10,6 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
+from markers import needs_onnx
 from mobilenetv3 import build, get_spec
 from mobilenetv3.cli import main
 from mobilenetv3.deploy import calibrate_bn, calibrate_bn_on_noise, export_onnx, fold_bn
@@ -29,8 +30,6 @@ from mobilenetv3.deploy.quantize import (
 )
 from mobilenetv3.latency import MissingExtraError
 
-needs_onnx = pytest.mark.skipif(not all(importlib.util.find_spec(m) for m in ("onnx", "onnxruntime")),
-                                reason="needs the deploy extra (onnx, onnxruntime)")
 RES = 64
 CLASSES = 4
 
