@@ -1,6 +1,7 @@
 """int8 post-training quantisation: what each graph change buys, which toolchain is faster, what accuracy costs.
 
     python benchmarks/int8_quantize.py ablation             # ORT float vs int8 set-ups, Large and Small, 224, b1, 1T
+    python benchmarks/int8_quantize.py ablation --runtime openvino   # the same for OpenVINO's int8 set-ups
     python benchmarks/int8_quantize.py toolchains           # ORT int8 vs PT2E (X86InductorQuantizer + Inductor)
     python benchmarks/int8_quantize.py accuracy RUN_DIR     # Fashion-MNIST top-1: float, int8, int8 after reload
 
@@ -15,6 +16,7 @@ on seeded noise. ``accuracy`` quantises a trained run calibrated on its own trai
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import re
@@ -30,6 +32,7 @@ import torch
 from mobilenetv3 import build
 from mobilenetv3.deploy import calibrate_bn_on_noise, export_onnx
 from mobilenetv3.deploy.quantize import (
+    INT8_TARGETS,
     PLAIN,
     Int8Options,
     calibration_data,
@@ -44,7 +47,16 @@ from mobilenetv3.deploy.quantize import (
     replace_options,
     save_pt2e,
 )
-from mobilenetv3.latency import CLOCKS, machine_info, ort_session, percentile, pinned_threads, time_interleaved
+from mobilenetv3.latency import (
+    CLOCKS,
+    machine_info,
+    openvino_compile,
+    ort_session,
+    percentile,
+    pinned_threads,
+    profile_openvino,
+    time_interleaved,
+)
 
 MODELS = ["mobilenet_v3_large", "mobilenet_v3_small"]
 DEFAULT = Int8Options()
@@ -67,6 +79,22 @@ SETUPS: dict[str, Int8Options | None] = {
     "default, int8 activations (S8S8)": replace_options(DEFAULT, activation_type="int8"),
 }
 BRIEF = ("float (ORT, BN folded)", "int8 plain quantize_static", "+ block1 float (= default)")
+# ``ablation --runtime openvino``: the same files compiled by OpenVINO (f32 inference precision for what stays
+# float), from ONNX Runtime's set-up to OpenVINO's (``INT8_TARGETS["openvino"]``) and variations of it.
+OV = INT8_TARGETS["openvino"]
+OV_FLOAT, OV_BF16 = "float (OpenVINO f32, BN folded)", "bf16 (OpenVINO, reduced precision)"
+SETUPS_OPENVINO: dict[str, Int8Options | None] = {
+    OV_FLOAT: None,
+    "int8 plain quantize_static": PLAIN,
+    "int8 ONNX Runtime's set-up": DEFAULT,
+    "ORT's - int8 hard-swish": replace_options(DEFAULT, int8_hardswish=False),
+    "+ conv/activation Q/DQ removed (= target)": OV,
+    "target - pad depthwise": replace_options(OV, pad_depthwise=0),
+    "target, stem and block 1 int8 too": replace_options(OV, keep_float=()),
+    "target - SE GlobalAveragePool": replace_options(OV, se_pool="reduce_mean"),
+    OV_BF16: None,
+}
+BRIEF_OPENVINO = (OV_FLOAT, "int8 ONNX Runtime's set-up", "+ conv/activation Q/DQ removed (= target)", OV_BF16)
 
 
 def layer_kind(node: str, op: str) -> str:
@@ -101,33 +129,49 @@ def kinds(path: str) -> dict[str, float]:
     return out
 
 
+def openvino_kinds(path: str, bf16: bool = False) -> dict[str, float]:
+    prof = profile_openvino(path, runs=40, precision="bf16" if bf16 else "f32")
+    return {**prof["by_kind"], "total (counters)": prof["total_ms"]}
+
+
 def interleaved(runners: dict[str, object], rounds: int, min_seconds: float, clock: str = "wall"
                 ) -> dict[str, list[float]]:
     """Each runner timed ``rounds`` times, round after round (see ``mobilenetv3.latency.time_interleaved``)."""
     return time_interleaved(runners, rounds=rounds, warmup=5, min_runs=30, min_seconds=min_seconds, clock=clock)
 
 
+def _runners(paths: dict[str, str], feed: np.ndarray, runtime: str, threads: int) -> dict[str, object]:
+    if runtime == "onnxruntime":
+        sessions = {label: ort_session(p, threads) for label, p in paths.items()}
+        return {label: (lambda s=s: s.run(None, {"input": feed})) for label, s in sessions.items()}
+    runners = {}
+    for label, p in paths.items():
+        request = openvino_compile(p, threads, "bf16" if label == OV_BF16 else "f32").create_infer_request()
+        runners[label] = lambda r=request: r.infer({0: feed})
+    return runners
+
+
 def ablation(args) -> dict:
     info = machine_info()
     rows, breakdown = [], {}
-    setups = {k: v for k, v in SETUPS.items() if not args.brief or k in BRIEF}
+    ov = args.runtime == "openvino"
+    table, brief = (SETUPS_OPENVINO, BRIEF_OPENVINO) if ov else (SETUPS, BRIEF)
+    setups = {k: v for k, v in table.items() if not args.brief or k in brief}
     for name in args.models:
         model = build(name).eval()
         calibrate_bn_on_noise(model, args.resolution, batches=2, batch_size=4)
         shape = (1, 3, args.resolution, args.resolution)
         calib = random_calibration_data(shape, args.calib_samples)
-        feed = {"input": calib[0]}
         with tempfile.TemporaryDirectory() as tmp:
             paths = {}
             for i, (label, options) in enumerate(setups.items()):
                 print(f"  {name}: {label} ...", file=sys.stderr, flush=True)
                 paths[label] = os.path.join(tmp, f"{i}.onnx")
-                if options is None:
-                    export_onnx(model, paths[label], input_shape=shape, verify=False)
+                if options is None:  # OpenVINO reads the export without ONNX Runtime's layout rewrites
+                    export_onnx(model, paths[label], input_shape=shape, verify=False, ort_nchwc=not ov)
                 else:
                     quantize_onnx(model, paths[label], calib, input_shape=shape, options=options, verify=False)
-            sessions = {label: ort_session(p, args.threads) for label, p in paths.items()}
-            runners = {label: (lambda s=s, feed=feed: s.run(None, feed)) for label, s in sessions.items()}
+            runners = _runners(paths, calib[0], args.runtime, args.threads)
             medians = interleaved(runners, args.rounds, args.min_seconds, args.clock)
             base = percentile(medians[next(iter(setups))], 50)
             for label in setups:
@@ -135,31 +179,38 @@ def ablation(args) -> dict:
                 rows.append({"model": name, "setup": label, "median_ms": med, "round_medians_ms": medians[label],
                              "vs_float": base / med})
             if not args.no_profile:
-                breakdown[name] = {label: kinds(paths[label]) for label in BRIEF if label in paths}
+                breakdown[name] = {label: (openvino_kinds(paths[label], label == OV_BF16) if ov
+                                           else kinds(paths[label])) for label in brief if label in paths}
     info["load_avg_1m_end"] = round(os.getloadavg()[0], 2)
     return {"machine": info, "resolution": args.resolution, "threads": args.threads, "rounds": args.rounds,
-            "clock": args.clock, "rows": rows, "breakdown": breakdown,
-            "onnxruntime": __import__("onnxruntime").__version__}
+            "clock": args.clock, "rows": rows, "breakdown": breakdown, "runtime": args.runtime,
+            "onnxruntime": __import__("onnxruntime").__version__,
+            "openvino": __import__("openvino").__version__ if ov else None}
 
 
 def print_ablation(res: dict) -> None:
     m = res["machine"]
     print(f"CPU: {m['cpu']}, {res['threads']} thread(s), batch 1, {res['resolution']}x{res['resolution']}, "
-          f"{res['rounds']} interleaved rounds, {res['clock']} clock, onnxruntime {res['onnxruntime']}, {m['date']}, "
+          f"{res['rounds']} interleaved rounds, {res['clock']} clock, onnxruntime {res['onnxruntime']}"
+          + (f", OpenVINO {res['openvino']}" if res.get("openvino") else "") + f", {m['date']}, "
           f"load average "
           f"{m['load_avg_1m']} -> {m['load_avg_1m_end']}")
-    print(f"{'model':<20} {'set-up':<38} {'median ms':>10} {'round range':>14} {'vs ORT float':>13}")
+    ov = res.get("runtime") == "openvino"
+    print(f"{'model':<20} {'set-up':<42} {'median ms':>10} {'round range':>14} {'vs float':>9}")
     for r in res["rows"]:
         lo, hi = min(r["round_medians_ms"]), max(r["round_medians_ms"])
-        print(f"{r['model']:<20} {r['setup']:<38} {r['median_ms']:>10.3f} {f'{lo:.2f}-{hi:.2f}':>14} "
-              f"{r['vs_float']:>12.2f}x")
+        print(f"{r['model']:<20} {r['setup']:<42} {r['median_ms']:>10.3f} {f'{lo:.2f}-{hi:.2f}':>14} "
+              f"{r['vs_float']:>8.2f}x")
     for name, table in res["breakdown"].items():
         labels = list(table)
         keys = sorted({k for d in table.values() for k in d}, key=lambda k: -max(d.get(k, 0) for d in table.values()))
-        print(f"\n{name}: ONNX Runtime profile, each node's median kernel ms, summed by kind")
-        print(f"{'kind':<28}" + "".join(f"{lb[:26]:>28}" for lb in labels))
+        print(f"\n{name}: " + ("OpenVINO's per-layer counters (PERF_COUNT), each node's median ms, summed by layer "
+                              "type and kernel" if ov else "ONNX Runtime profile, each node's median kernel ms, "
+                              "summed by kind"))
+        width = 56 if ov else 28
+        print(f"{'kind':<{width}}" + "".join(f"{lb[:26]:>28}" for lb in labels))
         for k in keys:
-            print(f"{k:<28}" + "".join(f"{table[lb].get(k, 0.0):>28.3f}" for lb in labels))
+            print(f"{k[:width - 1]:<{width}}" + "".join(f"{table[lb].get(k, 0.0):>28.3f}" for lb in labels))
 
 
 # -- toolchains ---------------------------------------------------------------------------------------------
@@ -236,7 +287,7 @@ d = json.loads(sys.argv[2])
 ds = load_dataset(d["name"], d["split"], resolution=d["resolution"], train=False, data_dir=d.get("data_dir"),
                   channels=d["channels"], mean=tuple(d["mean"]), std=tuple(d["std"]),
                   crop_fraction=d.get("crop_fraction"))
-r = evaluate_onnx(sys.argv[1], ds, limit=d.get("limit"))
+r = evaluate_onnx(sys.argv[1], ds, limit=d.get("limit"), runtime=sys.argv[3])
 print(json.dumps({"top1": r["top1"], "count": r["count"], "predictions": r["predictions"].tolist()}))
 """
 
@@ -266,20 +317,24 @@ def accuracy(args) -> dict:
     shape = (1, channels, res, res)
     export_onnx(model, outdir / "float.onnx", input_shape=shape)
     results["float (ORT, BN folded)"] = evaluate_onnx(outdir / "float.onnx", test, limit=args.limit)["top1"]
-    variants = {"int8 ORT default": Int8Options(), "int8 ORT plain quantize_static": PLAIN}
-    for label, options in variants.items():
+    # label: (options, the runtime that runs the file)
+    variants = {"int8 ORT default": (INT8_TARGETS["onnxruntime"], "onnxruntime"),
+                "int8 ORT plain quantize_static": (PLAIN, "onnxruntime")}
+    if importlib.util.find_spec("openvino") is not None:
+        variants["int8 OpenVINO target, run by OpenVINO"] = (INT8_TARGETS["openvino"], "openvino")
+    for label, (options, runtime) in variants.items():
         path = outdir / (re.sub(r"\W+", "_", label) + ".onnx")
         t0 = time.perf_counter()
         report = quantize_onnx(model, path, calib, input_shape=shape, options=options)
-        r = evaluate_onnx(path, test, limit=args.limit)
+        r = evaluate_onnx(path, test, limit=args.limit, runtime=runtime)
         results[label] = r["top1"]
         results[label + ": argmax agreement with float"] = 100.0 * float((r["predictions"] == f["predictions"]).mean())
         out.setdefault("quantize_s", {})[label] = round(time.perf_counter() - t0, 1)
         out.setdefault("graph_changes", {})[label] = report.graph_changes
         # Round trip: a fresh process loads the saved file and evaluates it again.
         spec = {**d, "split": d.get("val_split", "test"), "limit": args.limit}
-        proc = subprocess.run([sys.executable, "-c", RELOAD_SNIPPET, str(path), json.dumps(spec)], capture_output=True,
-                              text=True, check=True)
+        proc = subprocess.run([sys.executable, "-c", RELOAD_SNIPPET, str(path), json.dumps(spec), runtime],
+                              capture_output=True, text=True, check=True)
         reloaded = json.loads(proc.stdout.strip().splitlines()[-1])
         results[label + ", reloaded in a new process"] = reloaded["top1"]
         results[label + ": reloaded predictions identical"] = bool(np.array_equal(reloaded["predictions"],
@@ -336,6 +391,8 @@ def main() -> None:
                        help="wall (default) or cpu: this thread's CPU time, for a machine busy with other work")
         p.add_argument("--json", metavar="FILE")
         if what == "ablation":
+            p.add_argument("--runtime", choices=("onnxruntime", "openvino"), default="onnxruntime",
+                           help="the runtime that runs every set-up (openvino: its own list of set-ups)")
             p.add_argument("--brief", action="store_true", help="only float, the plain call and the default")
             p.add_argument("--no-profile", action="store_true")
         else:

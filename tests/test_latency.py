@@ -372,17 +372,18 @@ def test_openvino_float_matches_eager(small_noise_bn, resolution):
     assert prepared.extra["inference_precision"] == "f32" and "INFERENCE_NUM_THREADS=1" in prepared.detail
 
 
-def test_openvino_int8_agrees_with_onnxruntime_int8_on_the_same_file(small_noise_bn, tmp_path):
+@pytest.mark.parametrize("target", ["onnxruntime", "openvino"])
+def test_openvino_int8_agrees_with_onnxruntime_int8_on_the_same_file(small_noise_bn, tmp_path, target):
     pytest.importorskip("openvino")
     pytest.importorskip("onnxruntime")
     import numpy as np
 
-    from mobilenetv3.deploy.quantize import quantize_onnx, random_calibration_data
+    from mobilenetv3.deploy.quantize import INT8_TARGETS, quantize_onnx, random_calibration_data
     from mobilenetv3.latency import openvino_compile, openvino_forward, ort_session
 
     path = tmp_path / "int8.onnx"
     quantize_onnx(small_noise_bn, path, random_calibration_data((1, 3, 64, 64), 8, seed=1), input_shape=(1, 3, 64, 64),
-                  verify=False)
+                  verify=False, options=INT8_TARGETS[target])
     ov_forward = openvino_forward(openvino_compile(path, threads=1))
     session = ort_session(path, 1)
     g = torch.Generator().manual_seed(5)
@@ -395,6 +396,33 @@ def test_openvino_int8_agrees_with_onnxruntime_int8_on_the_same_file(small_noise
     # mostly pick the same class (random weights and inputs: many near-ties, so not always).
     assert (ov_out.argmax(1) == ort_out.argmax(1)).mean() >= 0.7
     assert np.abs(ov_out - ort_out).mean() < 0.5 * np.abs(ort_out - float_out).mean()
+
+
+def test_openvino_profile_and_evaluation(small_noise_bn, tmp_path):
+    pytest.importorskip("openvino")
+    pytest.importorskip("onnxruntime")
+    import numpy as np
+
+    from mobilenetv3.deploy import export_onnx
+    from mobilenetv3.deploy.quantize import evaluate_onnx
+    from mobilenetv3.latency import profile_openvino
+
+    path = tmp_path / "f.onnx"
+    export_onnx(small_noise_bn, path, resolution=64, verify=False, ort_nchwc=False)
+    prof = profile_openvino(path, runs=3, warmup=1)
+    assert prof["precision"] == "f32" and prof["total_ms"] > 0
+    assert prof["total_ms"] == pytest.approx(sum(prof["by_kind"].values()))
+    assert any(k.startswith("Convolution (") for k in prof["by_kind"])
+    assert any(k.startswith("GroupConvolution (") for k in prof["by_kind"])  # the depthwise convolutions
+    g = torch.Generator().manual_seed(0)
+    data = [(torch.randn(3, 64, 64, generator=g), i % 10) for i in range(6)]
+    with torch.no_grad():
+        want = np.array([int(small_noise_bn(x[None]).argmax()) for x, _ in data])
+    for runtime in ("onnxruntime", "openvino"):
+        r = evaluate_onnx(path, data, runtime=runtime, threads=1)
+        assert r["count"] == 6 and np.array_equal(r["predictions"], want)
+    with pytest.raises(ValueError, match="runtime must be one of"):
+        evaluate_onnx(path, data, runtime="tensorrt")
 
 
 def test_measure_openvino_runtimes(small_noise_bn):
@@ -417,6 +445,28 @@ def test_cli_latency_openvino(capsys):
     assert code == 0
     result = json.loads(out)["results"][0]
     assert result["runtime"] == "openvino" and result["inference_precision"] == "f32"
+
+
+def test_cli_latency_of_an_int8_file_in_openvino(capsys, tmp_path):
+    pytest.importorskip("openvino")
+    pytest.importorskip("onnxruntime")
+    path = str(tmp_path / "q.onnx")
+    code, _, err = run(capsys, "export", "mobilenet_v3_small", "--width-mult", "0.35", "--resolution", "32", "--int8",
+                       "--int8-target", "openvino", "--calib-data", "noise", "--calib-samples", "4", "--out", path)
+    assert code == 0, err
+    fast = ("--warmup", "1", "--min-runs", "3", "--min-seconds", "0")
+    code, out, err = run(capsys, "latency", path, "--runtime", "openvino", "--per-layer", *fast, "--json")
+    assert code == 0, err
+    data = json.loads(out)
+    result = data["results"][0]
+    assert result["runtime"] == "openvino-int8" and result["inference_precision"] == "f32"
+    assert result["input_shape"] == [1, 3, 32, 32] and result["runs"] >= 3
+    kinds = data["per_layer_openvino"]["by_op"]
+    assert any("_I8)" in k for k in kinds)  # int8 kernels ran
+    code, out, err = run(capsys, "latency", path, *fast)  # ONNX Runtime, the default for a file
+    assert code == 0 and "onnxruntime-int8" in out, err
+    code, _, err = run(capsys, "latency", path, "--runtime", "eager")
+    assert code == 2 and "ONNX Runtime or OpenVINO" in err
 
 
 def test_missing_openvino_names_the_extra(small, monkeypatch):

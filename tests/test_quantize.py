@@ -15,6 +15,7 @@ from mobilenetv3 import build, get_spec
 from mobilenetv3.cli import main
 from mobilenetv3.deploy import calibrate_bn, calibrate_bn_on_noise, export_onnx, fold_bn
 from mobilenetv3.deploy.quantize import (
+    INT8_TARGETS,
     PLAIN,
     CalibrationError,
     Int8Options,
@@ -27,6 +28,7 @@ from mobilenetv3.deploy.quantize import (
     quantize_onnx,
     reduce_mean_to_global_pool,
     replace_options,
+    unquantize_conv_activations,
 )
 from mobilenetv3.latency import MissingExtraError
 
@@ -127,6 +129,53 @@ def test_int8_agrees_with_float(trained, tmp_path, options):
         assert report.graph_changes["se_global_pool"] > 0
     else:
         assert "HardSwish" in ops
+
+
+@needs_onnx
+def test_openvino_target_quantises_after_the_activation(trained, tmp_path):
+    """The OpenVINO target's graph reads DQ -> Conv -> activation -> Q wherever ONNX Runtime's reads
+    Conv -> Q -> DQ -> activation, and it computes the same function at least as accurately."""
+    import onnx
+
+    calib = [b.numpy() for b in separable_task(32, seed=1)[0].split(1)]
+    ort_report = quantize_onnx(trained, tmp_path / "ort.onnx", calib, resolution=RES,
+                               options=replace_options(INT8_TARGETS["onnxruntime"], int8_hardswish=False))
+    report = quantize_onnx(trained, tmp_path / "ov.onnx", calib, resolution=RES, options=INT8_TARGETS["openvino"])
+    removed = report.graph_changes["conv_act_qdq_removed"]
+
+    def conv_act_pairs(path):
+        """(activations reading a Conv directly, activations reading a Conv through Q -> DQ)"""
+        graph = onnx.load(str(path)).graph
+        producer = {o: n for n in graph.node for o in n.output}
+        direct = via_qdq = 0
+        for n in graph.node:
+            if n.op_type not in ("HardSwish", "HardSigmoid", "Relu"):
+                continue
+            p = producer.get(n.input[0])
+            if p is not None and p.op_type == "Conv":
+                direct += 1
+            elif (p is not None and p.op_type == "DequantizeLinear" and producer[p.input[0]].op_type == "QuantizeLinear"
+                  and producer[producer[p.input[0]].input[0]].op_type == "Conv"):
+                via_qdq += 1
+        return direct, via_qdq
+
+    ort_direct, ort_via = conv_act_pairs(tmp_path / "ort.onnx")
+    ov_direct, ov_via = conv_act_pairs(tmp_path / "ov.onnx")
+    assert ort_via >= removed > 0 and ov_via == 0 and ov_direct == ort_direct + ort_via
+    ops = ort_report.ops
+    assert report.ops["QuantizeLinear"] == ops["QuantizeLinear"] - removed
+    # the same function, run here by ONNX Runtime: close to float, no further from it than the ORT graph
+    x, _ = separable_task(64, seed=2)
+    batches = [b.numpy() for b in x.split(1)]
+    with torch.no_grad():
+        want = trained(x).numpy()
+    ov_check = compare_outputs(onnx_logits(tmp_path / "ov.onnx", batches), want)
+    ort_check = compare_outputs(onnx_logits(tmp_path / "ort.onnx", batches), want)
+    assert ov_check["argmax_agreement"] >= 0.95 and ov_check["relative_max_diff"] < 0.1
+    assert ov_check["mean_abs_diff"] <= 1.1 * ort_check["mean_abs_diff"]
+    # the pass is idempotent
+    proto = onnx.load(str(tmp_path / "ov.onnx"))
+    assert unquantize_conv_activations(proto) == 0
 
 
 @needs_onnx
@@ -236,6 +285,9 @@ def test_options_are_checked():
         Int8Options(activation_type="int4")
     with pytest.raises(ValueError, match="se_pool"):
         replace_options(se_pool="max")
+    with pytest.raises(ValueError, match="exclude each other"):
+        Int8Options(fuse_conv_act=True)  # the integer hard-swish is on by default
+    assert not INT8_TARGETS["openvino"].int8_hardswish and INT8_TARGETS["openvino"].fuse_conv_act
 
 
 # -- CLI --------------------------------------------------------------------------------------------------------
@@ -253,7 +305,12 @@ def test_cli_int8_export_and_latency(capsys, tmp_path):
     assert code == 0, err
     data = json.loads(out)
     assert data["ok"] and data["toolchain"] == "onnxruntime" and data["input_shape"] == [1, 3, 32, 32]
-    assert out_file.is_file() and data["graph_changes"]["int8_hardswish"] > 0
+    assert out_file.is_file() and data["graph_changes"]["int8_hardswish"] > 0 and data["target"] == "onnxruntime"
+    code, out, err = run(capsys, "export", "mobilenet_v3_small", "--width-mult", "0.35", "--resolution", "32",
+                         "--int8", "--int8-target", "openvino", "--calib-data", "noise", "--out",
+                         str(tmp_path / "ov.onnx"))
+    assert code == 0, err
+    assert "shaped for openvino" in out and "conv_act_qdq_removed" in out and "HardSwish" in out
     code, out, err = run(capsys, "latency", str(out_file), "--warmup", "1", "--min-runs", "2", "--min-seconds", "0",
                          "--json")
     assert code == 0, err
@@ -279,6 +336,11 @@ def test_cli_int8_errors(capsys, tmp_path, monkeypatch):
     assert code == 2 and "--int8" in err
     code, _, err = run(capsys, *base, "--calib-data", "noise")
     assert code == 2 and "apply to --int8" in err
+    code, _, err = run(capsys, *base, "--int8-target", "openvino")
+    assert code == 2 and "apply to --int8" in err
+    code, _, err = run(capsys, *base, "--int8", "--int8-toolchain", "pt2e", "--int8-target", "openvino",
+                       "--calib-data", "noise")
+    assert code == 2 and "does not apply to --int8-toolchain pt2e" in err
     monkeypatch.setitem(sys.modules, "onnxruntime.quantization", None)
     code, _, err = run(capsys, *base, "--int8", "--calib-data", "noise")
     assert code == 2 and "mobilenetv3[deploy]" in err

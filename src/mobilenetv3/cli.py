@@ -358,21 +358,28 @@ def _print_ort_profile(title: str, prof: dict) -> None:
 def _latency_of_onnx_file(args: argparse.Namespace) -> int:
     from . import latency
 
-    if args.runtime not in (None, "onnxruntime", "onnxruntime-int8"):
-        raise CLIError(f"an ONNX file runs in ONNX Runtime; --runtime {args.runtime} does not apply to {args.name}")
+    runtime = (args.runtime or "onnxruntime").removesuffix("-int8")
+    if runtime not in latency.FILE_RUNTIMES:
+        raise CLIError(f"an ONNX file runs in ONNX Runtime or OpenVINO (--runtime {', '.join(latency.FILE_RUNTIMES)});"
+                       f" --runtime {args.runtime} does not apply to {args.name}")
     try:
-        result = latency.measure_onnx_file(args.name, threads=args.threads, warmup=args.warmup,
+        result = latency.measure_onnx_file(args.name, runtime=runtime, threads=args.threads, warmup=args.warmup,
                                            min_runs=args.min_runs, min_seconds=args.min_seconds).to_dict()
         prof = None
-        if args.per_layer:
+        if args.per_layer and runtime == "onnxruntime":
             from .deploy.quantize import profile_onnx
 
             prof = profile_onnx(args.name, threads=args.threads)
             prof.pop("nodes")
+        elif args.per_layer:
+            prof = latency.profile_openvino(args.name, threads=args.threads,
+                                            precision="bf16" if runtime == "openvino-bf16" else "f32")
+            prof["by_op"] = prof.pop("by_kind")
+            prof.pop("nodes")
     except latency.MissingExtraError as e:
         raise CLIError(str(e)) from None
     if args.json:
-        _print_json({"results": [result], "per_layer_onnxruntime": prof})
+        _print_json({"results": [result], f"per_layer_{runtime.split('-')[0]}": prof})
         return 0
     print(f"{args.name}, input {'x'.join(map(str, result['input_shape']))}, {result['threads']} thread(s), "
           f"{result['cpu']} (load {result['load_avg_1m']}), {result['date']}")
@@ -380,8 +387,13 @@ def _latency_of_onnx_file(args: argparse.Namespace) -> int:
                  [[result["runtime"], _ms(result["median_ms"]), _ms(result["p10_ms"]), _ms(result["p90_ms"]),
                    _ms(result["mean_ms"]), result["runs"], f"{result['detail']} ({result['runtime_version']})"]],
                  "lrrrrrl"))
-    if prof:
+    if prof and runtime == "onnxruntime":
         _print_ort_profile("onnxruntime", prof)
+    elif prof:
+        total = prof["total_ms"]
+        print("\nOpenVINO per-layer counters (PERF_COUNT; they add overhead of their own), by layer type and kernel")
+        print(_table(["layer (kernel)", "ms", "share"],
+                     [[k, _ms(v), f"{100 * v / total:.1f}%"] for k, v in prof["by_op"].items()]))
     return 0
 
 
@@ -489,6 +501,9 @@ def _export_int8(args: argparse.Namespace, model, trained: bool) -> int:
             from .train.qat import qat_state_of
 
             qat_state = qat_state_of(args.name, args.checkpoint, args.weights)
+        if qat_state is not None and args.int8_target != "onnxruntime":
+            raise CLIError(f"{args.name} was trained with quantisation-aware training, which simulates the "
+                           f"onnxruntime target's graph; export it with --int8-target onnxruntime")
         if qat_state is not None:  # a QAT run: its learned activation ranges, as at the end of its training
             from .deploy.qat import convert_qat
             from .train.qat import prepared_from_run
@@ -498,10 +513,11 @@ def _export_int8(args: argparse.Namespace, model, trained: bool) -> int:
                                  dynamic_batch=args.dynamic_batch).to_dict()
             source = f"{source} (checks only: the ranges are the run's quantisation-aware training's)"
         elif args.int8_toolchain == "onnxruntime":
-            from .deploy.quantize import quantize_onnx
+            from .deploy.quantize import INT8_TARGETS, quantize_onnx
 
-            result = quantize_onnx(model, args.out, calib, input_shape=shape, dynamic_batch=args.dynamic_batch
-                                   ).to_dict()
+            result = quantize_onnx(model, args.out, calib, input_shape=shape, dynamic_batch=args.dynamic_batch,
+                                   options=INT8_TARGETS[args.int8_target]).to_dict()
+            result["target"] = args.int8_target
         else:
             result = _export_pt2e(model, args.out, calib, shape)
     except MissingExtraError as e:
@@ -511,7 +527,9 @@ def _export_int8(args: argparse.Namespace, model, trained: bool) -> int:
         _print_json(result)
         return 0
     checks = result["checks"]
-    print(f"wrote {result['path']}: int8 ({result['toolchain']}), input {'x'.join(map(str, result['input_shape']))}"
+    target = f", shaped for {result['target']}" if result.get("target") else ""
+    print(f"wrote {result['path']}: int8 ({result['toolchain']}{target}), "
+          f"input {'x'.join(map(str, result['input_shape']))}"
           + (", dynamic batch" if result.get("dynamic_batch") else "")
           + f", calibrated on {result['calibration_samples']} batch(es) from {source}")
     if result.get("graph_changes"):
@@ -562,8 +580,11 @@ def cmd_export(args: argparse.Namespace) -> int:
     if args.int8 and (args.format != "onnx" or args.dynamic_resolution):
         raise CLIError("--int8 writes ONNX (or a .pt2 with --int8-toolchain pt2e) at a fixed resolution "
                        "(no --format litert, no --dynamic-resolution)")
-    if not args.int8 and (args.calib_data is not None or args.int8_toolchain != "onnxruntime"):
-        raise CLIError("--calib-data and --int8-toolchain apply to --int8 exports")
+    if not args.int8 and (args.calib_data is not None or args.int8_toolchain != "onnxruntime"
+                          or args.int8_target != "onnxruntime"):
+        raise CLIError("--calib-data, --int8-toolchain and --int8-target apply to --int8 exports")
+    if args.int8_toolchain == "pt2e" and args.int8_target != "onnxruntime":
+        raise CLIError("--int8-target chooses the QDQ ONNX graph; it does not apply to --int8-toolchain pt2e")
     if args.int8 and args.calib_samples < 1:
         raise CLIError(f"--calib-samples must be a positive integer, got {args.calib_samples}")
     model, trained = load_model(args.name, args.spec, args.width_mult, args.checkpoint, args.weights,
@@ -662,6 +683,10 @@ def _add_deploy_commands(sub) -> None:
                    help="calibration images (default for a RUN_DIR: its own training data); FOLDER: ImageNet "
                         "layout or any folder of images; noise: seeded random inputs, for timing only")
     g.add_argument("--calib-samples", type=int, default=256, metavar="N", help="calibration images (default 256)")
+    g.add_argument("--int8-target", choices=("onnxruntime", "openvino"), default="onnxruntime",
+                   help="the runtime the QDQ file is shaped for: onnxruntime (default; integer hard-swish) or "
+                        "openvino (no quantisation between a convolution and its activation, which OpenVINO fuses; "
+                        "ONNX Runtime runs that file too, slower)")
     g.add_argument("--int8-toolchain", choices=("onnxruntime", "pt2e"), default="onnxruntime",
                    help="onnxruntime (default, measured faster) or pt2e: PyTorch PT2E with the X86InductorQuantizer, "
                         "written as a torch.export program (.pt2; needs torchao)")

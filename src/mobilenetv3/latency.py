@@ -45,14 +45,15 @@ Runtimes (:data:`RUNTIMES`):
     Fashion-MNIST (a trained Small, 10k test images) 99.87% of top-1 answers agree with eager and top-1 is 0.07
     points lower. A reduced-precision path, reported apart from the float ones.
 ``openvino-int8``
-    The ``onnxruntime-int8`` QDQ file (same quantisation, same calibration) compiled by OpenVINO, which turns
-    the Q/DQ pairs into int8 kernels (AMX for the 1x1 convolutions and the classifier, VNNI for depthwise), its
-    float parts (stem, block 1) in f32. Against ``onnxruntime`` float in the run above: 1.86x (Large; ONNX
-    Runtime int8 1.75x) and 1.24x (Small; ONNX Runtime int8 1.29x), 1.75x and 1.07x its own f32. On the
-    Fashion-MNIST model its top-1 agrees with ONNX Runtime int8's on 99.5% of images (the same top-1 accuracy
-    within 0.02 points). Graph variants tuned for OpenVINO (depthwise or SE convolutions left float, every layer
-    int8, the plain ``quantize_static`` set-up) and NNCF's own post-training quantisation (nncf 3.4, 0.8-1.3x of
-    ``onnxruntime`` float) were no faster. Needs the ``openvino`` and ``deploy`` extras.
+    The model quantised by :func:`~mobilenetv3.deploy.quantize.quantize_onnx` with the OpenVINO target
+    (``INT8_TARGETS["openvino"]``: the same calibration and quantisation as ``onnxruntime-int8``, but no
+    quantise/dequantise pair between a convolution and its activation, and hard-swish left as an op) and
+    compiled by OpenVINO, which runs each ``DQ -> Conv -> activation -> Q`` as one int8 kernel (AMX for the 1x1
+    convolutions and the classifier, AVX-512 for the depthwise ones) and its float parts (stem, block 1) in f32.
+    On ONNX Runtime's file it ran every hard-swish as a separate int8 -> float -> int8 pass (per-layer counters,
+    :func:`profile_openvino`). ``benchmarks/int8_quantize.py ablation --runtime openvino`` times the set-ups
+    against each other; NNCF's own post-training quantisation (nncf 3.4, 0.8-1.3x of ``onnxruntime`` float) was no
+    faster. Needs the ``openvino`` and ``deploy`` extras.
 ``litert``
     The model converted to ``.tflite`` by ``litert-torch`` (BatchNorm folded) in the LiteRT interpreter with
     ``num_threads`` = the thread count (XNNPACK on CPU): the paper's runtime. Needs the ``litert`` extra.
@@ -520,14 +521,16 @@ def _openvino(model: nn.Module, x: torch.Tensor, threads: int, precision: str) -
 
 
 def _openvino_int8(model: nn.Module, x: torch.Tensor, threads: int, calibration: Sequence[Any] | None) -> Prepared:
-    from .deploy.quantize import quantize_onnx, random_calibration_data
+    from .deploy.quantize import INT8_TARGETS, quantize_onnx, random_calibration_data
 
     calib = list(calibration) if calibration is not None else random_calibration_data(tuple(x.shape))
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "model_int8.onnx")
-        report = quantize_onnx(model, path, calib, input_shape=tuple(x.shape), verify=False)
-        detail = (f"int8 QDQ as onnxruntime-int8 ({'real' if calibration is not None else 'random'} calibration, "
-                  f"{len(calib)} inputs), float parts in f32")
+        report = quantize_onnx(model, path, calib, input_shape=tuple(x.shape), verify=False,
+                               options=INT8_TARGETS["openvino"])
+        detail = (f"int8 QDQ for OpenVINO, convolutions fused with their activations "
+                  f"({'real' if calibration is not None else 'random'} calibration, {len(calib)} inputs), "
+                  f"float parts in f32")
         return _openvino_prepared("openvino-int8", path, x, threads, "f32", detail,
                                   {"int8_graph_changes": report.graph_changes})
 
@@ -653,16 +656,25 @@ def measure_latency(model: nn.Module | ArchSpec | str, *, runtime: str = "eager"
                          stats, prepared.version, info, {**prepared.extra, "clock": clock})
 
 
-def measure_onnx_file(path: str | os.PathLike, *, threads: int = 1, warmup: int = 10, min_runs: int = 50,
-                      min_seconds: float = 2.0, max_seconds: float = 120.0, seed: int = 0) -> LatencyResult:
-    """Latency of an ONNX file as it is (say one written by ``mnv3 export --int8``) in the session
-    :func:`ort_session` sets up, on a seeded random input of its shape (symbolic dimensions taken as 1).
+FILE_RUNTIMES = ("onnxruntime", "openvino", "openvino-bf16")
 
-    The runtime is reported as ``onnxruntime-int8`` when the graph holds quantisation nodes.
+
+def measure_onnx_file(path: str | os.PathLike, *, runtime: str = "onnxruntime", threads: int = 1, warmup: int = 10,
+                      min_runs: int = 50, min_seconds: float = 2.0, max_seconds: float = 120.0, seed: int = 0
+                      ) -> LatencyResult:
+    """Latency of an ONNX file as it is (say one written by ``mnv3 export --int8``) on a seeded random input of
+    its shape (symbolic dimensions taken as 1), in ``runtime``: ``onnxruntime`` (the session :func:`ort_session`
+    sets up), ``openvino`` (:func:`openvino_compile`, f32 inference precision) or ``openvino-bf16``; the
+    ``-int8`` names are accepted too, since the file decides.
+
+    The runtime is reported with ``-int8`` (``onnxruntime-int8``, ``openvino-int8``) when the graph holds
+    quantisation nodes.
     """
     import numpy as np
 
-    ort = require("onnxruntime", purpose="the ONNX Runtime runtime")
+    base = runtime.removesuffix("-int8")
+    if base not in FILE_RUNTIMES:
+        raise ValueError(f"an ONNX file runs in {', '.join(FILE_RUNTIMES)} (or their -int8 names), not {runtime!r}")
     onnx = require("onnx", purpose="reading an ONNX file")
     path = Path(path)
     if not path.is_file():
@@ -670,15 +682,31 @@ def measure_onnx_file(path: str | os.PathLike, *, threads: int = 1, warmup: int 
     ops = {n.op_type for n in onnx.load(str(path), load_external_data=False).graph.node}
     int8 = bool(ops & {"QuantizeLinear", "QLinearConv", "ConvInteger", "MatMulInteger"})
     info = machine_info()
-    session = ort_session(path, threads)
-    inp = session.get_inputs()[0]
-    shape = tuple(d if isinstance(d, int) else 1 for d in inp.shape)
-    feed = {inp.name: np.random.default_rng(seed).standard_normal(shape).astype(np.float32)}
-    stats = time_callable(lambda: session.run(None, feed), warmup=warmup, min_runs=min_runs,
-                          min_seconds=min_seconds, max_seconds=max_seconds)
-    detail = f"{path.name}: CPUExecutionProvider, ORT_ENABLE_ALL, sequential, intra_op_num_threads={threads}"
-    return LatencyResult(path.stem, "onnxruntime-int8" if int8 else "onnxruntime", detail, shape, threads, warmup,
-                         stats, ort.__version__, info, {"file": str(path)})
+    extra: dict[str, Any] = {"file": str(path)}
+    if base == "onnxruntime":
+        ort = require("onnxruntime", purpose="the ONNX Runtime runtime")
+        session = ort_session(path, threads)
+        inp = session.get_inputs()[0]
+        shape = tuple(d if isinstance(d, int) else 1 for d in inp.shape)
+        feed = {inp.name: np.random.default_rng(seed).standard_normal(shape).astype(np.float32)}
+        run, version = (lambda: session.run(None, feed)), ort.__version__
+        detail = f"{path.name}: CPUExecutionProvider, ORT_ENABLE_ALL, sequential, intra_op_num_threads={threads}"
+    else:
+        ov = require("openvino", extra="openvino", purpose="the OpenVINO runtime")
+        compiled = openvino_compile(path, threads, "bf16" if base == "openvino-bf16" else "f32")
+        shape = tuple(d.get_length() if d.is_static else 1 for d in compiled.input(0).get_partial_shape())
+        request = compiled.create_infer_request()
+        request.set_input_tensor(ov.Tensor(np.random.default_rng(seed).standard_normal(shape).astype(np.float32)))
+        run, version = request.infer, ov.__version__
+        used = compiled.get_property("INFERENCE_PRECISION_HINT").to_string()
+        extra["inference_precision"] = used
+        detail = (f"{path.name}: OpenVINO CPU, INFERENCE_NUM_THREADS={threads}, NUM_STREAMS=1, LATENCY hint, "
+                  f"no pinning, INFERENCE_PRECISION_HINT={used}")
+    stats = time_callable(run, warmup=warmup, min_runs=min_runs, min_seconds=min_seconds, max_seconds=max_seconds)
+    name = f"{base}-int8" if int8 and base != "openvino-bf16" else base
+    if int8 and base == "openvino-bf16":
+        extra["int8_file"] = True
+    return LatencyResult(path.stem, name, detail, shape, threads, warmup, stats, version, info, extra)
 
 
 # -- per-layer profiles -------------------------------------------------------------------------------------
@@ -858,6 +886,45 @@ def profile_onnxruntime(model: nn.Module | ArchSpec | str, *, resolution: int | 
 
 
 # -- interleaved timing -------------------------------------------------------------------------------------
+def profile_openvino(source: Any, *, threads: int = 1, precision: str = "f32", warmup: int = 5, runs: int = 30,
+                     x: Any = None) -> dict[str, Any]:
+    """OpenVINO's per-layer profile (``PERF_COUNT``) of a model file compiled as :func:`openvino_compile` does:
+    each executed node's median time over ``runs`` inferences, summed by ``"<layer type> (<kernel>)"``
+    (``by_kind``; the kernel names the precision that ran, e.g. ``brgconv_avx512_amx_1x1_I8``), and the
+    ``nodes`` list, slowest first. Fused layers appear once, under the node OpenVINO kept. The counters add
+    their own overhead: compare kinds within a profile, and time without it (:func:`measure_onnx_file`)."""
+    import numpy as np
+
+    ov = require("openvino", extra="openvino", purpose="the OpenVINO runtime")
+    core = ov.Core()
+    model = core.read_model(str(source)) if isinstance(source, (str, os.PathLike)) else source
+    compiled = core.compile_model(model, "CPU", {"INFERENCE_NUM_THREADS": threads, "NUM_STREAMS": 1,
+                                                 "PERFORMANCE_HINT": "LATENCY", "ENABLE_CPU_PINNING": False,
+                                                 "INFERENCE_PRECISION_HINT": precision, "PERF_COUNT": True})
+    if x is None:
+        shape = [d.get_length() if d.is_static else 1 for d in compiled.input(0).get_partial_shape()]
+        x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+    request = compiled.create_infer_request()
+    per_node: dict[str, list[float]] = {}
+    kind_of: dict[str, str] = {}
+    for i in range(warmup + runs):
+        request.infer({0: x})
+        if i < warmup:
+            continue
+        for info in request.profiling_info:
+            if str(info.status).endswith("EXECUTED"):
+                per_node.setdefault(info.node_name, []).append(info.real_time.total_seconds() * 1e3)
+                kind_of[info.node_name] = f"{info.node_type} ({info.exec_type})"
+    nodes = sorted(({"node": k, "kind": kind_of[k], "ms": percentile(v, 50)} for k, v in per_node.items()),
+                   key=lambda r: -r["ms"])
+    by_kind: dict[str, float] = {}
+    for n in nodes:
+        by_kind[n["kind"]] = by_kind.get(n["kind"], 0.0) + n["ms"]
+    return {"total_ms": sum(n["ms"] for n in nodes), "by_kind": dict(sorted(by_kind.items(), key=lambda kv: -kv[1])),
+            "nodes": nodes, "precision": compiled.get_property("INFERENCE_PRECISION_HINT").to_string(),
+            "threads": threads, "runs": runs, "openvino": ov.__version__}
+
+
 def time_interleaved(runners: dict[str, Any], *, rounds: int = 3, warmup: int = 5, min_runs: int = 30,
                      min_seconds: float = 1.0, clock: str = "wall", on_step: Callable[[str], None] | None = None
                      ) -> dict[str, list[float]]:
