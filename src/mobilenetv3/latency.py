@@ -465,16 +465,17 @@ def _litert(model: nn.Module, x: torch.Tensor, threads: int) -> Prepared:
                     run, getattr(version, "__version__", "?"), threads)
 
 
-def openvino_compile(source: Any, threads: int = 1, precision: str = "f32") -> Any:
+def openvino_compile(source: Any, threads: int = 1, precision: str = "f32", perf_count: bool = False) -> Any:
     """An OpenVINO CPU model compiled for latency from ``source`` (an ONNX or IR file, or an ``ov.Model``):
     ``INFERENCE_NUM_THREADS=threads``, one stream, the LATENCY hint, no core pinning (the OS schedules it, as it
     does ONNX Runtime's threads) and ``precision`` as the inference precision (``f32``, or ``bf16``: OpenVINO's
-    default on CPUs with AMX / AVX-512 BF16, which a float path must not take silently)."""
+    default on CPUs with AMX / AVX-512 BF16, which a float path must not take silently); ``perf_count`` turns on
+    the per-layer counters :func:`profile_openvino` reads."""
     ov = require("openvino", extra="openvino", purpose="the OpenVINO runtime")
     core = ov.Core()
     model = core.read_model(str(source)) if isinstance(source, (str, os.PathLike)) else source
     config = {"INFERENCE_NUM_THREADS": threads, "NUM_STREAMS": 1, "PERFORMANCE_HINT": "LATENCY",
-              "ENABLE_CPU_PINNING": False, "INFERENCE_PRECISION_HINT": precision}
+              "ENABLE_CPU_PINNING": False, "INFERENCE_PRECISION_HINT": precision, "PERF_COUNT": perf_count}
     return core.compile_model(model, "CPU", config)
 
 
@@ -896,11 +897,7 @@ def profile_openvino(source: Any, *, threads: int = 1, precision: str = "f32", w
     import numpy as np
 
     ov = require("openvino", extra="openvino", purpose="the OpenVINO runtime")
-    core = ov.Core()
-    model = core.read_model(str(source)) if isinstance(source, (str, os.PathLike)) else source
-    compiled = core.compile_model(model, "CPU", {"INFERENCE_NUM_THREADS": threads, "NUM_STREAMS": 1,
-                                                 "PERFORMANCE_HINT": "LATENCY", "ENABLE_CPU_PINNING": False,
-                                                 "INFERENCE_PRECISION_HINT": precision, "PERF_COUNT": True})
+    compiled = openvino_compile(source, threads, precision, perf_count=True)
     if x is None:
         shape = [d.get_length() if d.is_static else 1 for d in compiled.input(0).get_partial_shape()]
         x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)

@@ -49,6 +49,15 @@ What remains slower than float is structural: x86 has no int8 dot product for de
 needs a reduction over 4 channels), and ONNX Runtime fuses no activation into an integer convolution; the 1x1
 convolutions, most of the multiply-adds, run ~2.3x faster than float.
 
+The OpenVINO target (``INT8_TARGETS["openvino"]``, ``mnv3 export --int8 --int8-target openvino``, the
+``openvino-int8`` latency runtime) quantises the same way but shapes the graph for OpenVINO's CPU plugin, which
+fuses a convolution, its activation and the quantisation of its output into one int8 kernel only when no
+``Q -> DQ`` pair sits between the convolution and the activation: ``fuse_conv_act`` removes those pairs
+(:func:`unquantize_conv_activations`; one rounding fewer, so at least as accurate) and hard-swish stays an op
+(the integer rewrite above would hide it from the fusion). On ONNX Runtime's file OpenVINO ran every hard-swish
+as a separate int8 -> float -> int8 pass; ``benchmarks/int8_quantize.py ablation --runtime openvino`` times the
+set-ups. ONNX Runtime runs the OpenVINO file correctly but leaves those convolutions in float.
+
 Calibration: :func:`calibration_data` draws images from ``load_dataset`` (Fashion-MNIST, or an image folder in
 the ImageNet layout, or any folder of image files) with the evaluation transform, as the model sees them.
 """
