@@ -43,11 +43,14 @@ RECIPES: dict[str, dict[str, Any]] = {
     # (evaluation at 40-60% after the first epoch, chance level in 3-epoch runs); mild crops of 85-100% of the area
     # (25-100% and 60-100% converged more slowly); label smoothing 0.1; a faster EMA; no 0.875 evaluation crop (the
     # garments fill the frame). An epoch takes about 116 s on 2 cores (training and evaluation): 15 epochs fit the
-    # 30 minutes of the main job (14 epochs: 93.47% in 27.1 minutes).
+    # 30 minutes of the main job. Weight decay 5e-4 (L2 through SGD, BatchNorm exempt), ten times the first
+    # choice: with 5e-5 the recipe plateaued at 93.4-93.5% whatever else changed (final EMA top-1: 93.46% in 15
+    # epochs, 93.47% in 14, 93.45% at 96 px in 12, 93.39% without dropout); 2e-4 gave 93.68% and 5e-4 93.65%
+    # (raw weights 93.58% and 93.73%), the first settings above 93.5% at the end of a run.
     "fashion-mnist": dict(
         epochs=15, batch_size=128, resolution=80, lr=0.1, lr_base=PAPER_BASE_LR, lr_base_batch=PAPER_BASE_BATCH,
         schedule="cosine", warmup_epochs=1.0, decay_rate=0.97, decay_epochs=2.4, min_lr=0.0, optimizer="sgd",
-        momentum=0.9, rmsprop_decay=0.9, rmsprop_eps=1e-3, weight_decay=5e-5, wd_exempt="norm", bn_momentum=0.1,
+        momentum=0.9, rmsprop_decay=0.9, rmsprop_eps=1e-3, weight_decay=5e-4, wd_exempt="norm", bn_momentum=0.1,
         label_smoothing=0.1, ema_decay=0.999, crop_scale=(0.85, 1.0), hflip=0.5, color_jitter=0.0,
         crop_fraction=1.0,
     ),
