@@ -698,15 +698,12 @@ def measure_onnx_file(path: str | os.PathLike, *, runtime: str = "onnxruntime", 
         detail = f"{path.name}: CPUExecutionProvider, ORT_ENABLE_ALL, sequential, intra_op_num_threads={threads}"
     else:
         ov = require("openvino", extra="openvino", purpose="the OpenVINO runtime")
-        compiled = openvino_compile(path, threads, "bf16" if base == "openvino-bf16" else "f32")
-        shape = tuple(d.get_length() if d.is_static else 1 for d in compiled.input(0).get_partial_shape())
-        request = compiled.create_infer_request()
-        request.set_input_tensor(ov.Tensor(np.random.default_rng(seed).standard_normal(shape).astype(np.float32)))
-        run, version = request.infer, ov.__version__
-        used = compiled.get_property("INFERENCE_PRECISION_HINT").to_string()
-        extra["inference_precision"] = used
-        detail = (f"{path.name}: OpenVINO CPU, INFERENCE_NUM_THREADS={threads}, NUM_STREAMS=1, LATENCY hint, "
-                  f"no pinning, INFERENCE_PRECISION_HINT={used}")
+        dims = ov.Core().read_model(str(path)).input(0).get_partial_shape()
+        shape = tuple(d.get_length() if d.is_static else 1 for d in dims)
+        x = torch.from_numpy(np.random.default_rng(seed).standard_normal(shape).astype(np.float32))
+        prepared = _openvino_prepared(base, str(path), x, threads, "bf16" if base == "openvino-bf16" else "f32",
+                                      f"{path.name}: OpenVINO", extra)
+        run, version, detail, extra = prepared.run, prepared.version, prepared.detail, prepared.extra
     stats = time_callable(run, warmup=warmup, min_runs=min_runs, min_seconds=min_seconds, max_seconds=max_seconds)
     name = f"{base}-int8" if int8 and base != "openvino-bf16" else base
     if int8 and base == "openvino-bf16":
