@@ -163,13 +163,17 @@ def ablation(args) -> dict:
         shape = (1, 3, args.resolution, args.resolution)
         calib = random_calibration_data(shape, args.calib_samples)
         with tempfile.TemporaryDirectory() as tmp:
-            paths = {}
+            paths: dict[str, str] = {}
+            float_path = None  # one float export serves f32 and bf16
             for i, (label, options) in enumerate(setups.items()):
                 print(f"  {name}: {label} ...", file=sys.stderr, flush=True)
-                paths[label] = os.path.join(tmp, f"{i}.onnx")
-                if options is None:  # OpenVINO reads the export without ONNX Runtime's layout rewrites
-                    export_onnx(model, paths[label], input_shape=shape, verify=False, ort_nchwc=not ov)
+                if options is None:
+                    if float_path is None:  # OpenVINO reads the export without ONNX Runtime's layout rewrites
+                        float_path = os.path.join(tmp, "float.onnx")
+                        export_onnx(model, float_path, input_shape=shape, verify=False, ort_nchwc=not ov)
+                    paths[label] = float_path
                 else:
+                    paths[label] = os.path.join(tmp, f"{i}.onnx")
                     quantize_onnx(model, paths[label], calib, input_shape=shape, options=options, verify=False)
             runners = _runners(paths, calib[0], args.runtime, args.threads)
             medians = interleaved(runners, args.rounds, args.min_seconds, args.clock)

@@ -496,7 +496,7 @@ def openvino_forward(compiled: Any) -> Callable[[Any], Any]:
     return forward
 
 
-def _openvino_prepared(runtime: str, path: str, x: torch.Tensor, threads: int, precision: str, detail: str,
+def _openvino_prepared(runtime: str, path: Any, x: torch.Tensor, threads: int, precision: str, detail: str,
                        extra: dict[str, Any] | None = None) -> Prepared:
     import numpy as np
 
@@ -698,10 +698,10 @@ def measure_onnx_file(path: str | os.PathLike, *, runtime: str = "onnxruntime", 
         detail = f"{path.name}: CPUExecutionProvider, ORT_ENABLE_ALL, sequential, intra_op_num_threads={threads}"
     else:
         ov = require("openvino", extra="openvino", purpose="the OpenVINO runtime")
-        dims = ov.Core().read_model(str(path)).input(0).get_partial_shape()
-        shape = tuple(d.get_length() if d.is_static else 1 for d in dims)
+        ov_model = ov.Core().read_model(str(path))
+        shape = tuple(d.get_length() if d.is_static else 1 for d in ov_model.input(0).get_partial_shape())
         x = torch.from_numpy(np.random.default_rng(seed).standard_normal(shape).astype(np.float32))
-        prepared = _openvino_prepared(base, str(path), x, threads, "bf16" if base == "openvino-bf16" else "f32",
+        prepared = _openvino_prepared(base, ov_model, x, threads, "bf16" if base == "openvino-bf16" else "f32",
                                       f"{path.name}: OpenVINO", extra)
         run, version, detail, extra = prepared.run, prepared.version, prepared.detail, prepared.extra
     stats = time_callable(run, warmup=warmup, min_runs=min_runs, min_seconds=min_seconds, max_seconds=max_seconds)
@@ -887,7 +887,6 @@ def profile_onnxruntime(model: nn.Module | ArchSpec | str, *, resolution: int | 
     return result
 
 
-# -- interleaved timing -------------------------------------------------------------------------------------
 def profile_openvino(source: Any, *, threads: int = 1, precision: str = "f32", warmup: int = 5, runs: int = 30,
                      x: Any = None) -> dict[str, Any]:
     """OpenVINO's per-layer profile (``PERF_COUNT``) of a model file compiled as :func:`openvino_compile` does:
@@ -910,7 +909,7 @@ def profile_openvino(source: Any, *, threads: int = 1, precision: str = "f32", w
         if i < warmup:
             continue
         for info in request.profiling_info:
-            if str(info.status).endswith("EXECUTED"):
+            if info.status == ov.ProfilingInfo.Status.EXECUTED:
                 per_node.setdefault(info.node_name, []).append(info.real_time.total_seconds() * 1e3)
                 kind_of[info.node_name] = f"{info.node_type} ({info.exec_type})"
     nodes = sorted(({"node": k, "kind": kind_of[k], "ms": percentile(v, 50)} for k, v in per_node.items()),
@@ -923,6 +922,7 @@ def profile_openvino(source: Any, *, threads: int = 1, precision: str = "f32", w
             "threads": threads, "runs": runs, "openvino": ov.__version__}
 
 
+# -- interleaved timing -------------------------------------------------------------------------------------
 def time_interleaved(runners: dict[str, Any], *, rounds: int = 3, warmup: int = 5, min_runs: int = 30,
                      min_seconds: float = 1.0, clock: str = "wall", on_step: Callable[[str], None] | None = None
                      ) -> dict[str, list[float]]:
