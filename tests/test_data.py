@@ -27,7 +27,7 @@ from mobilenetv3.data import (
     read_idx,
 )
 from mobilenetv3.data import fashion_mnist as fm
-from mobilenetv3.data.transforms import random_resized_crop_box, resize
+from mobilenetv3.data.transforms import random_erase_box, random_resized_crop_box, resize
 
 torch.set_num_threads(1)
 
@@ -452,6 +452,43 @@ def test_random_resized_crop_box_ranges():
     assert (h, w) == (10, 10) and left == 45
 
 
+def test_random_erase_box_ranges():
+    g = torch.Generator().manual_seed(0)
+    areas, ratios = [], []
+    for _ in range(500):
+        top, left, h, w = random_erase_box(80, 80, (0.02, 0.4), (0.3, 1 / 0.3), g)
+        assert 0 <= top and top + h <= 80 and 0 <= left and left + w <= 80
+        areas.append(h * w / 6400)
+        ratios.append(h / w)
+    # Rounding to whole pixels moves the area and ratio a little past the drawn values.
+    assert 0.02 * 0.9 <= min(areas) and max(areas) <= 0.4 * 1.1 and 0.3 * 0.9 <= min(ratios) <= max(ratios) <= 3.7
+    assert 0.18 <= np.mean(areas) <= 0.24  # uniform on [0.02, 0.4]: mean 0.21
+    assert np.mean(np.array(ratios) > 1) == pytest.approx(0.5, abs=0.08)  # log-uniform: tall as often as wide
+    # Nothing of 90-100% of the area with ratio 10 fits in a square: no box, not an error.
+    assert random_erase_box(20, 20, (0.9, 1.0), (10.0, 10.0), g) is None
+
+
+def test_random_erase_replaces_one_rectangle_with_noise():
+    img = torch.full((1, 40, 40), 128, dtype=torch.uint8)
+    plain = TrainTransform(40, (0.0,), (1.0,), 3, scale=(1, 1), ratio=(1, 1), hflip=0)
+    erase = TrainTransform(40, (0.0,), (1.0,), 3, scale=(1, 1), ratio=(1, 1), hflip=0, random_erase=1.0)
+    g = torch.Generator().manual_seed(3)
+    for _ in range(20):
+        out = erase(img, g)
+        changed = (out != plain(img)).any(0)  # grey noise: the same in the three repeated channels
+        rows, cols = changed.any(1).nonzero().flatten(), changed.any(0).nonzero().flatten()
+        box = changed[rows.min():rows.max() + 1, cols.min():cols.max() + 1]
+        assert box.all() and changed.sum() == box.numel()  # one solid rectangle
+        assert 0.02 * 0.9 <= box.numel() / 1600 <= 0.4 * 1.1
+        noise = out[0][changed]
+        assert 0 <= noise.min() and noise.max() <= 1 and noise.std() > 0.2  # uniform in [0, 1], not a constant
+        torch.testing.assert_close(out[0], out[2])
+    never = TrainTransform(40, (0.0,), (1.0,), 3, scale=(1, 1), ratio=(1, 1), hflip=0, random_erase=0.0)
+    torch.testing.assert_close(never(img, g), plain(img))
+    with pytest.raises(ValueError, match="random_erase is a probability"):
+        TrainTransform(40, (0.0,), (1.0,), 1, random_erase=1.5)
+
+
 def test_colour_jitter():
     img = torch.full((3, 8, 8), 100, dtype=torch.uint8)
     img[0] = 200
@@ -470,8 +507,9 @@ def test_transform_options(tmp_path, no_default_data):
     ds = load_dataset("fashion-mnist", "train", resolution=8, train=True, data_dir=d)
     assert ds.transform.scale == fm.TRAIN_SCALE
     ds = load_dataset("fashion-mnist", "train", resolution=8, train=True, data_dir=d, scale=(0.08, 1), hflip=0,
-                      crop_fraction=0.5, mean=0.5, std=(0.5,))
+                      random_erase=0.25, crop_fraction=0.5, mean=0.5, std=(0.5,))
     assert ds.transform.scale == (0.08, 1.0) and ds.transform.hflip == 0 and ds.mean == (0.5,)
+    assert ds.transform.random_erase == 0.25
     ev = load_dataset("fashion-mnist", "test", resolution=8, train=False, data_dir=d, scale=(0.5, 1), crop_fraction=1)
     assert ev.transform.config() == {"resolution": 8, "mean": [0.286], "std": [0.353], "channels": 1,
                                      "crop_fraction": 1}

@@ -214,6 +214,9 @@ def test_recipes_fill_what_is_left_unset():
     fm = resolve(TrainConfig(out="runs/x", model="mobilenet_v3_small"))
     assert fm.recipe == "fashion-mnist" and fm.data == "fashion-mnist"
     assert fm.resolution == RECIPES["fashion-mnist"]["resolution"] == 80 and fm.bn_momentum == 0.1
+    assert fm.random_erase == 0.0 and resolve(TrainConfig(out="x", model="m", random_erase=0.5)).random_erase == 0.5
+    with pytest.raises(ValueError, match="random erase is a probability"):
+        resolve(TrainConfig(out="x", model="m", random_erase=1.2))
     paper = resolve(TrainConfig(out="runs/x", model="mobilenet_v3_small", data="/data/imagenet", batch_size=256))
     assert paper.recipe == "paper" and paper.lr == pytest.approx(0.1 * 256 / 4096)
     assert (paper.optimizer, paper.momentum, paper.rmsprop_decay, paper.weight_decay, paper.ema_decay) == (

@@ -261,7 +261,7 @@ def test_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run(tmp_path, im
     tiny_spec(3).save(rgb_spec)
     args = ["train", "--spec", rgb_spec, "--data", image_folder, "--epochs", "2", "--batch-size", "4",
             "--resolution", "16", "--checkpoint-every-steps", "5", "--log-every-steps", "3", "--quiet",
-            "--workers", "1", "--threads", "1"]
+            "--workers", "1", "--threads", "1", "--random-erase", "0.5"]
     try:
         import tensorboard  # noqa: F401
         board = "--tensorboard"
@@ -288,6 +288,8 @@ def test_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run(tmp_path, im
     assert strip_timing(resumed_records) == strip_timing(ref_records)
     a, b = last_weights(tmp_path / "ref"), last_weights(tmp_path / "kill")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    # Random erasing (drawn from each sample's own generator) is part of what resumes exactly.
+    assert json.loads((tmp_path / "kill" / "config.json").read_text())["data"]["train_transform"]["random_erase"] == 0.5
     # TensorBoard's view of the resumed run: what was logged after the checkpoint is purged, not shown twice
     # (the writer's purge_step and TensorBoard's own out-of-order purge both see to it)
     if board == "--tensorboard":

@@ -211,6 +211,8 @@ def _add_training_commands(sub) -> None:
     g.add_argument("--crop-scale", type=float, nargs=2, metavar=("LO", "HI"), help="area fraction of training crops")
     g.add_argument("--hflip", type=float, help="probability of a horizontal flip")
     g.add_argument("--color-jitter", type=float, help="brightness/contrast/saturation jitter strength")
+    g.add_argument("--random-erase", type=float, metavar="P",
+                   help="probability of random erasing: a rectangle of 2-40%% of the image replaced with noise")
     g.add_argument("--crop-fraction", type=float, help="evaluation centre-crop fraction")
     g.add_argument("--on-corrupt", choices=("fail", "skip"), help="unreadable images: fail (default) or skip")
     g = p.add_argument_group("recipe")

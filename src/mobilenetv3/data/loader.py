@@ -66,8 +66,9 @@ def load_dataset(name_or_path: str | os.PathLike, split: str, *, resolution: int
     ``channels``: 1 (grey) or 3 (RGB); default 1 for Fashion-MNIST (grey images: a 1-channel stem is cheaper and
     nothing pretrained needs RGB; the spec records ``in_channels=1``) and 3 for image folders.
     ``on_corrupt``: ``"fail"`` or ``"skip"`` unreadable images (image folders; see :mod:`.folder`).
-    ``transform_options``: ``scale``, ``ratio``, ``hflip``, ``color_jitter`` (training), ``crop_fraction``
-    (evaluation), ``mean``, ``std``; options for the other kind of transform are ignored, ``None`` means default.
+    ``transform_options``: ``scale``, ``ratio``, ``hflip``, ``color_jitter``, ``random_erase`` (training),
+    ``crop_fraction`` (evaluation), ``mean``, ``std``; options for the other kind of transform are ignored, ``None``
+    means default.
     Defaults per dataset: Fashion-MNIST crops ``scale=(0.25, 1.0)`` and its own mean/std; folders Inception's
     ``(0.08, 1.0)`` and ImageNet's mean/std.
 

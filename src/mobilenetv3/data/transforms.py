@@ -31,7 +31,13 @@ INCEPTION_SCALE = (0.08, 1.0)  # fraction of the image area a training crop cove
 INCEPTION_RATIO = (3 / 4, 4 / 3)  # aspect ratio (width / height) of a training crop
 LUMA = (0.299, 0.587, 0.114)  # ITU-R 601-2 weights, as PIL's "L" conversion and torchvision use
 
-TRAIN_OPTIONS = ("scale", "ratio", "hflip", "color_jitter")
+# Random erasing (Zhong et al., 2017, "Random Erasing Data Augmentation"): the area and aspect-ratio ranges of the
+# erased rectangle they use, and how many placements are tried before giving up on one image.
+ERASE_SCALE = (0.02, 0.4)
+ERASE_RATIO = (0.3, 1 / 0.3)
+ERASE_ATTEMPTS = 10
+
+TRAIN_OPTIONS = ("scale", "ratio", "hflip", "color_jitter", "random_erase")
 EVAL_OPTIONS = ("crop_fraction",)
 
 
@@ -107,6 +113,23 @@ def random_resized_crop_box(height: int, width: int, scale: tuple[float, float] 
     else:
         w, h = width, height
     return (height - h) // 2, (width - w) // 2, h, w
+
+
+def random_erase_box(height: int, width: int, scale: tuple[float, float] = ERASE_SCALE,
+                     ratio: tuple[float, float] = ERASE_RATIO,
+                     generator: torch.Generator | None = None) -> tuple[int, int, int, int] | None:
+    """``(top, left, h, w)`` of a rectangle covering ``scale`` of the area with aspect ratio (h / w) in ``ratio``
+    (log-uniform, so ratios r and 1/r are equally likely), or ``None`` when no draw fits in ``ERASE_ATTEMPTS``."""
+    area = height * width
+    log_lo, log_hi = math.log(ratio[0]), math.log(ratio[1])
+    for _ in range(ERASE_ATTEMPTS):
+        target = area * _uniform(scale[0], scale[1], generator)
+        aspect = math.exp(_uniform(log_lo, log_hi, generator))
+        h = int(round(math.sqrt(target * aspect)))
+        w = int(round(math.sqrt(target / aspect)))
+        if 0 < h <= height and 0 < w <= width:
+            return _randint(height - h + 1, generator), _randint(width - w + 1, generator), h, w
+    return None
 
 
 def to_grayscale(img: torch.Tensor) -> torch.Tensor:
@@ -203,21 +226,28 @@ class _Normalized:
 
 @dataclass(frozen=True)
 class TrainTransform(_Normalized):
-    """Inception-style training preprocessing: random resized crop, horizontal flip, optional colour jitter.
+    """Inception-style training preprocessing: random resized crop, horizontal flip, optional colour jitter and
+    random erasing.
 
     ``scale``: range of the crop's area as a fraction of the image; ``ratio``: range of its aspect ratio;
     ``hflip``: probability of a mirror image; ``color_jitter``: strength of brightness, contrast and saturation
     changes (one number for all three, or a triple; 0 = off), each factor uniform in ``[1 - s, 1 + s]`` and applied
-    in that fixed order.
+    in that fixed order; ``random_erase``: probability of replacing a rectangle of 2-40% of the resized image (aspect
+    ratio 0.3 to 3.3) with uniform noise in ``[0, 1]``, as in Zhong et al.'s random erasing (0 = off). Erasing
+    comes last, on the ``[0, 1]`` image before normalisation, so the noise has the pixels' range.
     """
 
     scale: tuple[float, float] = INCEPTION_SCALE
     ratio: tuple[float, float] = INCEPTION_RATIO
     hflip: float = 0.5
     color_jitter: float | tuple[float, float, float] = 0.0
+    random_erase: float = 0.0
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if not 0 <= self.random_erase <= 1:
+            raise ValueError(f"random_erase is a probability, got {self.random_erase}")
+        object.__setattr__(self, "random_erase", float(self.random_erase))
         scale = _pair(self.scale, "scale")
         if scale[1] > 1:
             raise ValueError(f"scale is a fraction of the image area, at most 1; got {self.scale}")
@@ -242,6 +272,12 @@ class TrainTransform(_Normalized):
                                     strict=True):
             if strength:
                 out = adjust(out, _uniform(max(0.0, 1.0 - strength), 1.0 + strength, generator))
+        if self.random_erase and float(torch.rand((), generator=generator)) < self.random_erase:
+            box = random_erase_box(out.shape[-2], out.shape[-1], generator=generator)
+            if box is not None:
+                top, left, h, w = box
+                out = out.clone()
+                out[..., top:top + h, left:left + w] = torch.rand((out.shape[0], h, w), generator=generator)
         return self._finish(out)
 
 

@@ -297,7 +297,7 @@ class Trainer:
 
             common = dict(resolution=c.resolution, data_dir=c.data_dir, channels=c.channels, on_corrupt=c.on_corrupt)
             train_set = load_dataset(c.data, "train", train=True, scale=c.crop_scale, hflip=c.hflip,
-                                     color_jitter=c.color_jitter, **common)
+                                     color_jitter=c.color_jitter, random_erase=c.random_erase, **common)
             val_set = load_dataset(c.data, c.val_split, train=False, crop_fraction=c.crop_fraction,
                                    mean=train_set.mean, std=train_set.std, **common)
         classes = list(train_set.classes)
