@@ -22,6 +22,7 @@ from mobilenetv3.data import (
     TrainTransform,
     collate,
     decode_image,
+    holdout_indices,
     load_dataset,
     load_image,
     read_idx,
@@ -500,6 +501,43 @@ def test_colour_jitter():
     assert torch.allclose(ratio, ratio.flatten()[0]) and not math.isclose(ratio.flatten()[0].item(), 1.0)
     sat = TrainTransform(8, (0.0,), (1.0,), 1, scale=(1, 1), ratio=(1, 1), hflip=0, color_jitter=(0, 0, 0.9))
     torch.testing.assert_close(sat(gray(8, 8)), EvalTransform(8, (0.0,), (1.0,), 1, crop_fraction=1)(gray(8, 8)))
+
+
+def test_holdout_indices_split_the_training_set_the_same_way_every_time():
+    kept, held = holdout_indices(100, 30)
+    assert len(held) == 30 and len(kept) == 70 and sorted(kept + held) == list(range(100))
+    assert held == sorted(held) and kept == sorted(kept)
+    assert holdout_indices(100, 30) == (kept, held)  # a fixed choice, whatever the run's seed
+    assert held != list(range(30)) and held != list(range(70, 100))  # random, not a slice
+    for bad in (0, 100, 150):
+        with pytest.raises(ValueError, match="holdout must be between 1 and 99"):
+            holdout_indices(100, bad)
+
+
+def test_holdout_splits_fashion_mnist_train(tmp_path, no_default_data):
+    d = make_fmnist(tmp_path / "d", n_train=40, n_test=6)
+    options = dict(resolution=28, data_dir=d, crop_fraction=1.0)
+    full = load_dataset("fashion-mnist", "train", train=False, **options)
+    train = load_dataset("fashion-mnist", "train", train=False, holdout=10, **options)
+    held = load_dataset("fashion-mnist", "holdout", train=False, holdout=10, **options)
+    assert (len(full), len(train), len(held)) == (40, 30, 10)
+    kept_idx, held_idx = holdout_indices(40, 10)
+    for part, indices in ((train, kept_idx), (held, held_idx)):
+        for i, j in enumerate(indices):
+            torch.testing.assert_close(part[i][0], full[j][0])
+            assert part[i][1] == full[j][1] == j % 10
+        assert part.classes == full.classes and part.mean == full.mean and part.channels == 1
+        assert part.transform.config() == full.transform.config() and part.num_skipped == 0
+    # The training part keeps its augmentation; the test split is untouched by the holdout.
+    augmented = load_dataset("fashion-mnist", "train", train=True, holdout=10, hflip=1.0, **options)
+    assert augmented.transform.hflip == 1.0 and len(augmented) == 30
+    assert len(load_dataset("fashion-mnist", "test", train=False, holdout=10, **options)) == 6
+    with pytest.raises(ValueError, match="needs the number of held-out training images"):
+        load_dataset("fashion-mnist", "holdout", train=False, **options)
+    with pytest.raises(ValueError, match="the training split has 40 images"):
+        load_dataset("fashion-mnist", "holdout", train=False, holdout=40, **options)
+    with pytest.raises(ValueError, match="holdout must be >= 0"):
+        load_dataset("fashion-mnist", "train", train=False, holdout=-1, **options)
 
 
 def test_transform_options(tmp_path, no_default_data):

@@ -255,6 +255,34 @@ def test_eval_and_predict_from_the_run_directory(tmp_path, image_folder, spec_fi
     assert code == 2 and "missing.png" in err
 
 
+def test_holdout_validates_on_training_images_and_leaves_the_test_split_to_eval(tmp_path, image_folder, capsys):
+    rgb_spec = tmp_path / "rgb.json"
+    tiny_spec(3).save(rgb_spec)
+    out = tmp_path / "run"
+    code, out_text, _ = run_cli(capsys, "train", "--spec", rgb_spec, "--data", image_folder, "--out", out,
+                                "--epochs", "1", "--batch-size", "30", "--resolution", "16", "--holdout", "45",
+                                "--quiet", "--json", "--no-tensorboard")
+    assert code == 0
+    summary = json.loads(out_text)
+    data = json.loads((out / "config.json").read_text())["data"]
+    assert (data["val_split"], data["holdout"], data["train_size"], data["val_size"]) == ("holdout", 45, 255, 45)
+    assert summary["global_step"] == 255 // 30
+    code, out_text, _ = run_cli(capsys, "eval", out, "--json")
+    held = json.loads(out_text)
+    assert code == 0 and held["split"] == "holdout" and held["count"] == 45
+    assert held["top1"] == pytest.approx(summary["last_epoch"]["ema_val_top1"])
+    code, out_text, _ = run_cli(capsys, "eval", out, "--split", "val", "--json")
+    assert code == 0 and json.loads(out_text)["count"] == 60
+    # --holdout is part of what a resumed run keeps
+    code, _, err = run_cli(capsys, "train", "--out", out, "--resume", "--holdout", "10", "--quiet")
+    assert code == 2 and "holdout is 45 in this run, got 10" in err
+
+
+def test_holdout_needs_data_it_can_split(tmp_path, spec_file):
+    with pytest.raises(ValueError, match="not to a custom train_set"):
+        small_run(tmp_path / "run", spec_file, holdout=10)
+
+
 # -- exact resume after SIGKILL ---------------------------------------------------------------------------------
 def test_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run(tmp_path, image_folder, spec_file):
     rgb_spec = tmp_path / "rgb.json"

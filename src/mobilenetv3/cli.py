@@ -204,6 +204,9 @@ def _add_training_commands(sub) -> None:
                                   "(default fashion-mnist)")
     g.add_argument("--data-dir", help="where to look for the data")
     g.add_argument("--val-split", help="held-out split to validate on (default val; Fashion-MNIST: its test set)")
+    g.add_argument("--holdout", type=int, metavar="N",
+                   help="validate on N training images set aside (a fixed random choice) instead of --val-split, "
+                        "so that tuning never sees the test set; `mnv3 eval RUN_DIR --split test` then tests")
     g.add_argument("--resolution", type=int, help="input size (default: the recipe's, else the spec's)")
     g.add_argument("--channels", type=int, choices=(1, 3), help="input channels (default: the data's)")
     g.add_argument("--limit-train", type=int, metavar="N", help="train on the first N images only")
@@ -278,7 +281,8 @@ def _add_training_commands(sub) -> None:
     p.add_argument("run_dir", metavar="RUN_DIR")
     p.add_argument("--data", help="dataset (default: the run's)")
     p.add_argument("--data-dir", help="where to look for the data (default: the run's)")
-    p.add_argument("--split", help="split (default: the run's validation split)")
+    p.add_argument("--split", help="split (default: the run's validation split; 'holdout' for a run trained with "
+                                   "--holdout, whose test split is then 'test')")
     p.add_argument("--weights", choices=("ema", "model"), default="ema", help="EMA (default) or raw weights")
     p.add_argument("--checkpoint", default="last", help="last (default), best, or a checkpoint file")
     p.add_argument("--batch-size", type=int, default=256)

@@ -9,7 +9,7 @@ from .errors import CorruptImageWarning, DataError
 from .fashion_mnist import FashionMNIST, find_fashion_mnist, read_fashion_mnist
 from .folder import IMAGE_EXTENSIONS, ImageFolder, decode_image, load_image
 from .idx import parse_idx, read_idx
-from .loader import collate, load_dataset
+from .loader import HOLDOUT, DatasetPart, collate, holdout_indices, load_dataset
 from .transforms import (
     DEFAULT_CROP_FRACTION,
     IMAGENET_MEAN,
@@ -22,8 +22,8 @@ from .transforms import (
 )
 
 __all__ = [
-    "DEFAULT_CROP_FRACTION", "IMAGENET_MEAN", "IMAGENET_STD", "IMAGE_EXTENSIONS", "INCEPTION_RATIO",
-    "INCEPTION_SCALE", "CorruptImageWarning", "DataError", "EvalTransform", "FashionMNIST", "ImageFolder",
-    "TrainTransform", "build_transform", "collate", "decode_image", "find_fashion_mnist", "load_dataset",
-    "load_image", "parse_idx", "read_fashion_mnist", "read_idx",
+    "DEFAULT_CROP_FRACTION", "HOLDOUT", "IMAGENET_MEAN", "IMAGENET_STD", "IMAGE_EXTENSIONS", "INCEPTION_RATIO",
+    "INCEPTION_SCALE", "CorruptImageWarning", "DataError", "DatasetPart", "EvalTransform", "FashionMNIST",
+    "ImageFolder", "TrainTransform", "build_transform", "collate", "decode_image", "find_fashion_mnist",
+    "holdout_indices", "load_dataset", "load_image", "parse_idx", "read_fashion_mnist", "read_idx",
 ]

@@ -75,6 +75,7 @@ class TrainConfig:
     data: str | None = None  # "fashion-mnist" or an image folder (ImageNet layout)
     data_dir: str | None = None
     val_split: str | None = None  # "val" (Fashion-MNIST: its test set, the only held-out split)
+    holdout: int | None = None  # validate on N images held out of the training split instead of val_split
     recipe: str | None = None  # "auto", "paper", "fashion-mnist"
     epochs: int | None = None
     batch_size: int | None = None  # global: images per optimizer step over all processes
@@ -148,7 +149,7 @@ class TrainConfig:
 FIXED_DEFAULTS: dict[str, Any] = dict(
     width_mult=1.0, data="fashion-mnist", val_split="val", recipe="auto", accum_steps=1, on_corrupt="fail",
     amp="auto", channels_last=True, compile=False, seed=0, deterministic=False, device="auto", workers=0,
-    eval_batch_size=256,
+    eval_batch_size=256, holdout=0,
     dropout=None, bn_momentum=None, resolution=None, qat=False,
 )
 # Without --init, QAT covers the last tenth of the epochs (at least one): float training first, then fake
@@ -209,6 +210,7 @@ def validate(c: TrainConfig) -> None:
     _check(0 <= c.random_erase <= 1, f"random erase is a probability in [0, 1], got {c.random_erase}")
     _check(c.dropout is None or 0 <= c.dropout < 1, f"dropout must be in [0, 1), got {c.dropout}")
     _check(c.bn_momentum is None or 0 < c.bn_momentum < 1, f"BN momentum must be in (0, 1), got {c.bn_momentum}")
+    _check(c.holdout >= 0, f"holdout must be >= 0 (0: validate on --val-split), got {c.holdout}")
     _check(c.workers >= 0, f"workers must be >= 0, got {c.workers}")
     _check(c.threads is None or c.threads >= 1, f"threads must be >= 1, got {c.threads}")
     _check(c.eval_batch_size >= 1, f"eval batch size must be >= 1, got {c.eval_batch_size}")

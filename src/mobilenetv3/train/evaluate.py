@@ -132,16 +132,21 @@ def load_run(run_dir: str | os.PathLike, checkpoint: str = "last", weights: str 
 def evaluate_run(run_dir: str | os.PathLike, *, data: str | None = None, data_dir: str | None = None,
                  split: str | None = None, weights: str = "ema", checkpoint: str = "last", batch_size: int = 256,
                  device: str | None = "auto", workers: int = 0, limit: int | None = None) -> dict[str, Any]:
-    """Evaluate a run's checkpoint on its validation data (or ``data``), with the run's own preprocessing."""
+    """Evaluate a run's checkpoint on its validation data (or ``data``), with the run's own preprocessing.
+
+    ``split``: default the run's validation split (``"holdout"`` for a run with held-out training images, whose
+    test split is then ``"test"``/``"val"``)."""
     from ..data import collate, load_dataset
 
     dev = resolve_device(device)
     model, config = load_run(run_dir, checkpoint, weights, dev)
     d = config["data"]
-    dataset = load_dataset(data or d["name"], split or d.get("val_split", "val"), resolution=d["resolution"],
+    split = split or d.get("val_split", "val")
+    # The run's held-out training images stay available by name (--split holdout), even on other data.
+    dataset = load_dataset(data or d["name"], split, resolution=d["resolution"],
                            train=False, data_dir=data_dir if data_dir is not None else d.get("data_dir"),
                            channels=d["channels"], mean=tuple(d["mean"]), std=tuple(d["std"]),
-                           crop_fraction=d.get("crop_fraction"))
+                           crop_fraction=d.get("crop_fraction"), holdout=d.get("holdout") or 0)
     classes = list(d["classes"])
     if list(dataset.classes) != classes:
         raise ValueError(f"the data's classes ({len(dataset.classes)}: {', '.join(dataset.classes[:5])}...) differ "
@@ -155,7 +160,7 @@ def evaluate_run(run_dir: str | os.PathLike, *, data: str | None = None, data_di
     result = evaluate(model, loader, len(classes), device=dev, channels_last=channels_last)
     result["per_class"] = dict(zip(classes, result["per_class"], strict=True))
     return {"run_dir": str(run_dir), "checkpoint": checkpoint, "weights": weights, "data": data or d["name"],
-            "split": split or d.get("val_split", "val"), "classes": classes, **result}
+            "split": split, "classes": classes, **result}
 
 
 @torch.no_grad()

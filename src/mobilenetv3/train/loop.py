@@ -292,19 +292,25 @@ class Trainer:
             train_set, val_set = self.train_set_override, self.val_set_override
             if val_set is None:
                 raise ValueError("a custom train_set needs a val_set too")
+            if c.holdout:
+                raise ValueError("holdout applies to data loaded by name or folder, not to a custom train_set "
+                                 "(split it yourself and pass val_set)")
+            val_split = c.val_split
         else:
-            from ..data import load_dataset
+            from ..data import HOLDOUT, load_dataset
 
-            common = dict(resolution=c.resolution, data_dir=c.data_dir, channels=c.channels, on_corrupt=c.on_corrupt)
+            val_split = HOLDOUT if c.holdout else c.val_split
+            common = dict(resolution=c.resolution, data_dir=c.data_dir, channels=c.channels, on_corrupt=c.on_corrupt,
+                          holdout=c.holdout)
             train_set = load_dataset(c.data, "train", train=True, scale=c.crop_scale, hflip=c.hflip,
                                      color_jitter=c.color_jitter, random_erase=c.random_erase, **common)
-            val_set = load_dataset(c.data, c.val_split, train=False, crop_fraction=c.crop_fraction,
+            val_set = load_dataset(c.data, val_split, train=False, crop_fraction=c.crop_fraction,
                                    mean=train_set.mean, std=train_set.std, **common)
         classes = list(train_set.classes)
         info = {
             # An absolute folder path, so that `mnv3 eval RUN_DIR` works from any directory.
             "name": str(Path(c.data).resolve()) if Path(c.data).is_dir() else c.data, "data_dir": c.data_dir,
-            "val_split": c.val_split, "resolution": c.resolution,
+            "val_split": val_split, "holdout": c.holdout, "resolution": c.resolution,
             "channels": int(train_set.channels), "mean": list(train_set.mean),
             "std": list(train_set.std), "classes": classes, "crop_fraction": c.crop_fraction,
             "train_size": len(train_set), "val_size": len(val_set),

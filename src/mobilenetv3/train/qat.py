@@ -38,7 +38,7 @@ from .config import TrainConfig
 
 INT8_FILE = "model-int8.onnx"
 QAT_GROUP, EMA_QAT_GROUP = "qat", "ema_qat"
-INHERITED_DATA_FIELDS = ("data", "data_dir", "val_split", "channels", "resolution")
+INHERITED_DATA_FIELDS = ("data", "data_dir", "val_split", "holdout", "channels", "resolution")
 # Spec fields that weights do not depend on: they may differ between --init and the new run.
 FREE_SPEC_FIELDS = ("name", "resolution", "dropout", "bn_momentum", "notes", "extra")
 CHECK_IMAGES = 64  # images for the conversion's own checks (all ranges come from QAT, none from calibration)
