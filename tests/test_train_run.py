@@ -224,15 +224,20 @@ def test_weights_that_do_not_match_the_spec(tmp_path, spec_file, capsys):
 
 
 # -- evaluation and prediction ----------------------------------------------------------------------------------
-def test_eval_and_predict_from_the_run_directory(tmp_path, image_folder, spec_file, capsys):
+def train_on_folder(capsys, tmp_path, image_folder, *options) -> tuple[Path, dict]:
+    """`mnv3 train` of a tiny RGB spec on the colour folder into tmp_path/run; the run and its JSON summary."""
     rgb_spec = tmp_path / "rgb.json"
     tiny_spec(3).save(rgb_spec)
     out = tmp_path / "run"
-    code, out_text, _ = run_cli(capsys, "train", "--spec", rgb_spec, "--data", image_folder, "--out", out,
-                                "--epochs", "2", "--batch-size", "20", "--resolution", "16", "--lr", "0.02",
-                                "--quiet", "--json", "--no-tensorboard")
-    assert code == 0
-    summary = json.loads(out_text)
+    code, out_text, err = run_cli(capsys, "train", "--spec", rgb_spec, "--data", image_folder, "--out", out,
+                                  "--resolution", "16", "--quiet", "--json", "--no-tensorboard", *options)
+    assert code == 0, err
+    return out, json.loads(out_text)
+
+
+def test_eval_and_predict_from_the_run_directory(tmp_path, image_folder, spec_file, capsys):
+    out, summary = train_on_folder(capsys, tmp_path, image_folder, "--epochs", "2", "--batch-size", "20",
+                                   "--lr", "0.02")
     assert summary["global_step"] == 30 and summary["last_epoch"]["epoch"] == 2
     code, out_text, _ = run_cli(capsys, "eval", out, "--json")
     result = json.loads(out_text)
@@ -256,14 +261,8 @@ def test_eval_and_predict_from_the_run_directory(tmp_path, image_folder, spec_fi
 
 
 def test_holdout_validates_on_training_images_and_leaves_the_test_split_to_eval(tmp_path, image_folder, capsys):
-    rgb_spec = tmp_path / "rgb.json"
-    tiny_spec(3).save(rgb_spec)
-    out = tmp_path / "run"
-    code, out_text, _ = run_cli(capsys, "train", "--spec", rgb_spec, "--data", image_folder, "--out", out,
-                                "--epochs", "1", "--batch-size", "30", "--resolution", "16", "--holdout", "45",
-                                "--quiet", "--json", "--no-tensorboard")
-    assert code == 0
-    summary = json.loads(out_text)
+    out, summary = train_on_folder(capsys, tmp_path, image_folder, "--epochs", "1", "--batch-size", "30",
+                                   "--holdout", "45")
     data = json.loads((out / "config.json").read_text())["data"]
     assert (data["val_split"], data["holdout"], data["train_size"], data["val_size"]) == ("holdout", 45, 255, 45)
     assert summary["global_step"] == 255 // 30
