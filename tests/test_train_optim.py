@@ -1,6 +1,7 @@
 """RMSProp (TF form), weight EMA, learning-rate schedules and the resumable sampler."""
 
 import copy
+import dataclasses
 import math
 import random
 
@@ -217,6 +218,10 @@ def test_recipes_fill_what_is_left_unset():
     assert fm.random_erase == 0.0 and resolve(TrainConfig(out="x", model="m", random_erase=0.5)).random_erase == 0.5
     with pytest.raises(ValueError, match="random erase is a probability"):
         resolve(TrainConfig(out="x", model="m", random_erase=1.2))
+    # the longer recipe is the short one for more epochs with random erasing, nothing else
+    long = resolve(TrainConfig(out="runs/x", model="mobilenet_v3_small", recipe="fashion-mnist-long"))
+    assert (long.epochs, long.random_erase) == (40, 0.5)
+    assert dataclasses.replace(long, epochs=fm.epochs, random_erase=0.0, recipe=fm.recipe) == fm
     paper = resolve(TrainConfig(out="runs/x", model="mobilenet_v3_small", data="/data/imagenet", batch_size=256))
     assert paper.recipe == "paper" and paper.lr == pytest.approx(0.1 * 256 / 4096)
     assert (paper.optimizer, paper.momentum, paper.rmsprop_decay, paper.weight_decay, paper.ema_decay) == (

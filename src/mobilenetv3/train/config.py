@@ -11,7 +11,8 @@ eps 1e-3; learning rate 0.1 at batch 4096, scaled linearly with the batch size; 
 reference); dropout 0.2 and BatchNorm momentum 0.01 from the spec; weight EMA 0.9999; no label smoothing; 5
 warm-up epochs and 350 epochs (the TPU reference's, which the paper does not state); Inception crops.
 
-``fashion-mnist``: MobileNetV3 on Fashion-MNIST on a 2-core CPU in under 30 minutes; see ``RECIPES``.
+``fashion-mnist``: MobileNetV3 on Fashion-MNIST on a 2-core CPU in under 30 minutes; ``fashion-mnist-long``: the
+same for 40 epochs with random erasing, for higher accuracy; see ``RECIPES``.
 """
 
 from __future__ import annotations
@@ -56,6 +57,10 @@ RECIPES: dict[str, dict[str, Any]] = {
         random_erase=0.0, crop_fraction=1.0,
     ),
 }
+# The longer Fashion-MNIST recipe: the short one run for 40 epochs with random erasing (p 0.5, Zhong et al.'s
+# setting for Fashion-MNIST) against the overfitting that longer runs bring. MobileNetV3-Small: 94.54% test top-1
+# (EMA; raw weights 94.49%) in 81 minutes on the 2-core CPU (2026-11-26; the short recipe: 93.68%).
+RECIPES["fashion-mnist-long"] = {**RECIPES["fashion-mnist"], "epochs": 40, "random_erase": 0.5}
 
 # Fields a resumed run may change; any other field given on resume must equal the run's recorded value.
 RESUMABLE_CHANGES = ("epochs", "device", "workers", "threads", "quiet", "checkpoint_every_steps", "log_every_steps",
@@ -76,7 +81,7 @@ class TrainConfig:
     data_dir: str | None = None
     val_split: str | None = None  # "val" (Fashion-MNIST: its test set, the only held-out split)
     holdout: int | None = None  # validate on N images held out of the training split instead of val_split
-    recipe: str | None = None  # "auto", "paper", "fashion-mnist"
+    recipe: str | None = None  # "auto", "paper", "fashion-mnist", "fashion-mnist-long"
     epochs: int | None = None
     batch_size: int | None = None  # global: images per optimizer step over all processes
     lr: float | None = None  # peak learning rate; default lr_base * batch_size / lr_base_batch
