@@ -290,7 +290,7 @@ from mobilenetv3.deploy.quantize import evaluate_onnx
 d = json.loads(sys.argv[2])
 ds = load_dataset(d["name"], d["split"], resolution=d["resolution"], train=False, data_dir=d.get("data_dir"),
                   channels=d["channels"], mean=tuple(d["mean"]), std=tuple(d["std"]),
-                  crop_fraction=d.get("crop_fraction"))
+                  crop_fraction=d.get("crop_fraction"), holdout=d.get("holdout") or 0)
 r = evaluate_onnx(sys.argv[1], ds, limit=d.get("limit"), runtime=sys.argv[3])
 print(json.dumps({"top1": r["top1"], "count": r["count"], "predictions": r["predictions"].tolist()}))
 """
@@ -304,9 +304,10 @@ def accuracy(args) -> dict:
     model, config = load_run(args.run_dir, checkpoint=args.checkpoint, weights=args.weights)
     d = config["data"]
     res, channels = d["resolution"], d["channels"]
+    # the run's validation data, as `mnv3 eval RUN_DIR` sees it (its held-out training images for a --holdout run)
     test = load_dataset(d["name"], d.get("val_split", "test"), resolution=res, train=False,
                         data_dir=d.get("data_dir"), channels=channels, mean=tuple(d["mean"]), std=tuple(d["std"]),
-                        crop_fraction=d.get("crop_fraction"))
+                        crop_fraction=d.get("crop_fraction"), holdout=d.get("holdout") or 0)
     calib = calibration_data(d["name"], resolution=res, channels=channels, mean=d["mean"], std=d["std"],
                              samples=args.calib_samples, split="train", data_dir=d.get("data_dir"),
                              crop_fraction=d.get("crop_fraction"))

@@ -212,6 +212,20 @@ def test_qat_resume_after_a_crash_matches_an_uninterrupted_run(tmp_path):
     assert [r["qat"] for r in read_metrics(tmp_path / "ref")] == [False, True, True]
 
 
+def test_init_takes_the_runs_data_options_including_its_holdout(tmp_path):
+    from mobilenetv3.train import TrainConfig
+    from mobilenetv3.train.qat import with_init_defaults
+
+    (tmp_path / "config.json").write_text(json.dumps({"train": {
+        "data": "/data/garments", "data_dir": None, "val_split": "val", "holdout": 5000, "channels": 1,
+        "resolution": 80, "epochs": 40}}))
+    inherited = with_init_defaults(TrainConfig(out="x", init=str(tmp_path)))
+    assert (inherited.data, inherited.holdout, inherited.channels, inherited.resolution) == (
+        "/data/garments", 5000, 1, 80)
+    assert inherited.epochs is None  # the recipe is the new run's, not the old one's
+    assert with_init_defaults(TrainConfig(out="x", init=str(tmp_path), holdout=0)).holdout == 0  # given: kept
+
+
 # -- bad input ----------------------------------------------------------------------------------------------------
 def test_init_with_another_architecture_is_a_clear_error(float_run, image_folder, tmp_path, capsys):
     wider = tmp_path / "wider.json"

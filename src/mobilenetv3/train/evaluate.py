@@ -142,7 +142,6 @@ def evaluate_run(run_dir: str | os.PathLike, *, data: str | None = None, data_di
     model, config = load_run(run_dir, checkpoint, weights, dev)
     d = config["data"]
     split = split or d.get("val_split", "val")
-    # The run's held-out training images stay available by name (--split holdout), even on other data.
     dataset = load_dataset(data or d["name"], split, resolution=d["resolution"],
                            train=False, data_dir=data_dir if data_dir is not None else d.get("data_dir"),
                            channels=d["channels"], mean=tuple(d["mean"]), std=tuple(d["std"]),

@@ -7,9 +7,9 @@ The usual flow: train float, then fine-tune with fake quantisation and convert::
 
 ``init`` is a run directory (its last checkpoint's EMA weights, or its model weights when it kept no EMA) or a
 safetensors weights file (a checkpoint, or a plain state dict). With a run directory, what the new run leaves
-unset of the model (``--model``/``--spec``) and of the data (data, data_dir, val_split, channels, resolution) is
-taken from it; a weights file with a spec in its metadata gives the model. The architecture must match the
-new run's (resolution, dropout and BN momentum may differ): a clear error names the first difference.
+unset of the model (``--model``/``--spec``) and of the data (data, data_dir, val_split, holdout, channels,
+resolution) is taken from it; a weights file with a spec in its metadata gives the model. The architecture must
+match the new run's (resolution, dropout and BN momentum may differ): a clear error names the first difference.
 
 ``qat`` attaches :func:`~mobilenetv3.deploy.qat.prepare_qat` to the model and to its EMA for the last
 ``qat_epochs`` epochs (once on, it stays on, also when a resumed run is given more epochs); the epochs' metrics
