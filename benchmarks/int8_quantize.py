@@ -92,6 +92,7 @@ SETUPS_OPENVINO: dict[str, Int8Options | None] = {
     "target - pad depthwise": replace_options(OV, pad_depthwise=0),
     "target, stem and block 1 int8 too": replace_options(OV, keep_float=()),
     "target - SE GlobalAveragePool": replace_options(OV, se_pool="reduce_mean"),
+    "target, depthwise in float": replace_options(OV, keep_float=(*OV.keep_float, "/dw/")),
     OV_BF16: None,
 }
 BRIEF_OPENVINO = (OV_FLOAT, "int8 ONNX Runtime's set-up", "+ conv/activation Q/DQ removed (= target)", OV_BF16)
