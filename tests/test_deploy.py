@@ -18,6 +18,7 @@ from mobilenetv3.deploy import (
     export_onnx,
     fold_bn,
 )
+from mobilenetv3.deploy.onnx_export import input_layout_of
 from mobilenetv3.latency import InputError, MissingExtraError
 from mobilenetv3.layers import SameConv2d
 
@@ -137,6 +138,39 @@ def test_export_small_one_file_per_resolution(tmp_path, res):
     report = export_onnx(m, tmp_path / f"small{res}.onnx", resolution=res)
     assert [c["input_shape"] for c in report.checks] == [[1, 3, res, res]]
     assert report.max_abs_diff < 1e-4
+
+
+@needs_onnx
+@pytest.mark.parametrize("exporter", ["torchscript", pytest.param("dynamo", marks=pytest.mark.slow)])
+def test_export_with_nhwc_input_agrees_with_eager_on_the_transposed_image(tmp_path, exporter):
+    import onnx
+    import onnxruntime as ort
+
+    if exporter == "dynamo":
+        pytest.importorskip("onnxscript")
+    m = model("mobilenet_v3_small", 96, width_mult=0.5)
+    path = tmp_path / "nhwc.onnx"
+    dynamic_batch = exporter == "torchscript"  # torch.export cannot (a clear error says so)
+    report = export_onnx(m, path, resolution=96, dynamic_batch=dynamic_batch, dynamic_resolution=True,
+                         check_resolutions=[96, 113], input_layout="nhwc", exporter=exporter)
+    assert report.input_layout == "nhwc" and report.max_abs_diff < 1e-4 and len(report.checks) == 2 + dynamic_batch
+    assert input_layout_of(path) == "nhwc" and report.ops["Transpose"] == 1
+    inp = onnx.load(path).graph.input[0].type.tensor_type.shape.dim
+    assert inp[3].dim_value == 3  # channels last
+    # independent of verify_onnx: an image fed as H x W x C gives eager's output on the C x H x W tensor
+    x = torch.rand(1 + dynamic_batch, 3, 113, 113)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    got = session.run(None, {session.get_inputs()[0].name: x.permute(0, 2, 3, 1).numpy()})[0]
+    with torch.no_grad():
+        torch.testing.assert_close(torch.from_numpy(got), m(x), atol=1e-4, rtol=1e-4)
+    nchw = tmp_path / "nchw.onnx"
+    export_onnx(m, nchw, resolution=96, exporter=exporter)
+    assert input_layout_of(nchw) == "nchw"
+    with pytest.raises(ValueError, match="unknown input layout"):
+        export_onnx(m, nchw, resolution=96, input_layout="chw")
+    if exporter == "dynamo":
+        with pytest.raises(ValueError, match="cannot give an NHWC input a dynamic batch"):
+            export_onnx(m, path, resolution=96, dynamic_batch=True, input_layout="nhwc", exporter=exporter)
 
 
 @needs_onnx
@@ -261,6 +295,21 @@ def test_cli_export_json(capsys, tmp_path):
     assert data["input_shape"] == [1, 3, 96, 96] and data["max_abs_diff"] < 1e-4
     assert [c["input_shape"][0] for c in data["checks"]] == [1, 2]
     assert data["trained_weights"] is False and data["checks"][0]["max_abs_output"] > 1e-3  # BN calibrated
+
+
+@needs_onnx
+def test_cli_export_nhwc(capsys, tmp_path):
+    out_file = tmp_path / "nhwc.onnx"
+    common = ["export", "mobilenet_v3_small", "--width-mult", "0.35", "--resolution", "64", "--out", str(out_file),
+              "--input-layout", "nhwc"]
+    code, out, _ = run(capsys, *common, "--json")
+    data = json.loads(out)
+    assert code == 0 and data["input_layout"] == "nhwc" and data["input_shape"] == [1, 3, 64, 64]
+    assert input_layout_of(out_file) == "nhwc" and data["max_abs_diff"] < 1e-4
+    code, out, _ = run(capsys, *common)
+    assert code == 0 and "input 1x64x64x3 (NHWC)" in out
+    code, _, err = run(capsys, *common, "--int8", "--calib-data", "noise")
+    assert code == 2 and "--input-layout nhwc applies to float ONNX exports" in err
 
 
 @needs_onnx

@@ -425,6 +425,32 @@ def test_openvino_profile_and_evaluation(small_noise_bn, tmp_path):
         evaluate_onnx(path, data, runtime="tensorrt")
 
 
+def test_nhwc_input_is_evaluated_alike_and_openvino_drops_the_input_reorder(small_noise_bn, tmp_path):
+    pytest.importorskip("openvino")
+    pytest.importorskip("onnxruntime")
+    import numpy as np
+
+    from mobilenetv3.deploy import export_onnx
+    from mobilenetv3.deploy.quantize import evaluate_onnx
+    from mobilenetv3.latency import profile_openvino
+
+    paths = {layout: tmp_path / f"{layout}.onnx" for layout in ("nchw", "nhwc")}
+    for layout, path in paths.items():
+        export_onnx(small_noise_bn, path, resolution=64, ort_nchwc=False, input_layout=layout)
+    g = torch.Generator().manual_seed(1)
+    data = [(torch.randn(3, 64, 64, generator=g), 0) for _ in range(6)]
+    with torch.no_grad():
+        want = np.array([int(small_noise_bn(x[None]).argmax()) for x, _ in data])
+    for runtime in ("onnxruntime", "openvino"):
+        for path in paths.values():  # the dataset's C x H x W images, fed in the layout each file records
+            assert np.array_equal(evaluate_onnx(path, data, runtime=runtime, threads=1)["predictions"], want)
+    # OpenVINO reorders an NCHW input for the stem convolution; an NHWC input reaches the stem as it is
+    reorders = {layout: [n["node"] for n in profile_openvino(path, runs=3, warmup=1)["nodes"]
+                         if n["kind"].startswith("Reorder") and n["node"].startswith("input")]
+                for layout, path in paths.items()}
+    assert reorders["nchw"] and not reorders["nhwc"]
+
+
 def test_measure_openvino_runtimes(small_noise_bn):
     pytest.importorskip("openvino")
     pytest.importorskip("onnxruntime")

@@ -595,6 +595,8 @@ def cmd_export(args: argparse.Namespace) -> int:
         raise CLIError(f"--calib-samples must be a positive integer, got {args.calib_samples}")
     model, trained = load_model(args.name, args.spec, args.width_mult, args.checkpoint, args.weights,
                                 args.resolution)
+    if args.input_layout != "nchw" and (args.int8 or args.format != "onnx"):
+        raise CLIError("--input-layout nhwc applies to float ONNX exports (int8 and LiteRT files take NCHW input)")
     if args.int8:
         return _export_int8(args, model, trained)
     try:
@@ -604,7 +606,8 @@ def cmd_export(args: argparse.Namespace) -> int:
         else:
             report = export_onnx(model, args.out, resolution=args.resolution, batch=args.batch,
                                  dynamic_batch=args.dynamic_batch, dynamic_resolution=args.dynamic_resolution,
-                                 opset=args.opset, fold=args.fold, exporter=args.exporter, atol=args.atol)
+                                 opset=args.opset, fold=args.fold, exporter=args.exporter, atol=args.atol,
+                                 input_layout=args.input_layout)
     except MissingExtraError as e:
         raise CLIError(str(e)) from None
     except ExportMismatchError as e:
@@ -618,8 +621,11 @@ def cmd_export(args: argparse.Namespace) -> int:
         return 0
     dyn = [n for n, on in (("batch", report.dynamic_batch), ("resolution", report.dynamic_resolution)) if on]
     kind = f"ONNX opset {report.opset}" if report.opset is not None else "LiteRT"
+    n, c, h, w = report.input_shape
+    shown = (n, c, h, w) if report.input_layout == "nchw" else (n, h, w, c)
     print(f"wrote {report.path}: {kind} ({report.exporter} exporter), input "
-          f"{'x'.join(map(str, report.input_shape))}" + (f", dynamic {' and '.join(dyn)}" if dyn else "")
+          f"{'x'.join(map(str, shown))} ({report.input_layout.upper()})"
+          + (f", dynamic {' and '.join(dyn)}" if dyn else "")
           + (", BatchNorm folded" if report.folded else ""))
     print("ops: " + ", ".join(f"{k} {v}" for k, v in report.ops.items()))
     runner = "LiteRT" if report.opset is None else "ONNX Runtime"
@@ -643,7 +649,7 @@ def _add_model_source(p: argparse.ArgumentParser) -> None:
 
 
 def _add_deploy_commands(sub) -> None:
-    from .deploy.onnx_export import EXPORTERS, MIN_OPSET
+    from .deploy.onnx_export import EXPORTERS, INPUT_LAYOUTS, MIN_OPSET
     from .latency import DEFAULT_FROZEN, FROZEN_METHODS, RUNTIMES
 
     p = sub.add_parser("latency", help="measured latency on this machine: eager, frozen graph, ONNX Runtime, LiteRT",
@@ -673,6 +679,9 @@ def _add_deploy_commands(sub) -> None:
     p.add_argument("--format", choices=("onnx", "litert"), default="onnx",
                    help="onnx (default; the deploy extra) or litert (.tflite; the litert extra)")
     p.add_argument("--out", required=True, metavar="FILE", help="output file")
+    p.add_argument("--input-layout", choices=INPUT_LAYOUTS, default="nchw",
+                   help="the file's input: nchw (default, as PyTorch) or nhwc (images as decoded; OpenVINO then "
+                        "skips reordering the input)")
     p.add_argument("--dynamic-batch", action="store_true", help="symbolic batch dimension")
     p.add_argument("--dynamic-resolution", action="store_true", help="symbolic height and width")
     p.add_argument("--opset", type=int, default=MIN_OPSET, help=f"ONNX opset (default and minimum {MIN_OPSET})")

@@ -703,8 +703,12 @@ def evaluate_onnx(path: str | os.PathLike, dataset: Any, *, limit: int | None = 
                   runtime: str = "onnxruntime") -> dict[str, Any]:
     """Top-1 (%) of an ONNX classifier on a dataset of ``(image, label)`` items, run by ``runtime``
     (``onnxruntime`` or ``openvino``, f32 inference precision); a fixed batch-1 file is fed one image at a time,
-    a dynamic-batch file ``batch_size`` at a time. Also returns the predictions."""
+    a dynamic-batch file ``batch_size`` at a time, in the input layout the file records (NCHW or NHWC). Also
+    returns the predictions."""
+    from .onnx_export import input_layout_of, to_layout
+
     forward, fixed = _onnx_runner(path, runtime, threads or torch.get_num_threads())
+    layout = input_layout_of(path)
     step = fixed or batch_size
     n = len(dataset) if limit is None else min(limit, len(dataset))
     preds, labels = [], []
@@ -716,7 +720,7 @@ def evaluate_onnx(path: str | os.PathLike, dataset: Any, *, limit: int | None = 
         x = torch.stack([it[0] for it in items]).numpy()
         if fixed and x.shape[0] < fixed:  # pad a last short batch for a fixed-batch file
             x = np.concatenate([x, np.zeros((fixed - x.shape[0], *x.shape[1:]), x.dtype)])
-        out = forward(x)[: len(items)]
+        out = forward(to_layout(x, layout))[: len(items)]
         preds.append(out.argmax(1))
         labels.append(np.array([it[1] for it in items]))
         if progress is not None:
