@@ -3,6 +3,7 @@
     python benchmarks/latency_runtimes.py                 # eager / frozen / onnxruntime (/ litert when installed),
                                                           # 224, batch 1, 1 thread
     python benchmarks/latency_runtimes.py --variants      # also the set-ups the defaults were chosen from
+    python benchmarks/latency_runtimes.py --variants --runtimes openvino "openvino NHWC input"   # the input layout
     python benchmarks/latency_runtimes.py --json out.json
 
 Every runtime is prepared once, then timed in ``--rounds`` interleaved rounds (A B C, A B C, ...) so that a change
@@ -43,6 +44,8 @@ VARIANTS = {
     "torch.compile": ("frozen", {"frozen_method": "compile"}),
     "torch.compile NCHW": ("frozen", {"frozen_method": "compile", "channels_last": False}),
 }
+if "openvino" in DEFAULT:
+    VARIANTS["openvino NHWC input"] = ("openvino", {"input_layout": "nhwc"})
 
 
 def busiest_processes(n: int = 6) -> list[str]:

@@ -444,6 +444,15 @@ def test_nhwc_input_is_evaluated_alike_and_openvino_drops_the_input_reorder(smal
     for runtime in ("onnxruntime", "openvino"):
         for path in paths.values():  # the dataset's C x H x W images, fed in the layout each file records
             assert np.array_equal(evaluate_onnx(path, data, runtime=runtime, threads=1)["predictions"], want)
+    # the latency runtime with an NHWC input computes what the NCHW one does
+    from mobilenetv3.latency import example_input, prepare_runtime
+
+    x = example_input(small_noise_bn, 64, 1)
+    runs = {layout: prepare_runtime("openvino", small_noise_bn, x, 1, input_layout=layout).run()
+            for layout in ("nchw", "nhwc")}
+    np.testing.assert_allclose(runs["nhwc"], runs["nchw"], atol=1e-5)
+    with pytest.raises(ValueError, match="applies to the float OpenVINO runtimes"):
+        prepare_runtime("eager", small_noise_bn, x, 1, input_layout="nhwc")
     # OpenVINO reorders an NCHW input for the stem convolution; an NHWC input reaches the stem as it is
     reorders = {layout: [n["node"] for n in profile_openvino(path, runs=3, warmup=1)["nodes"]
                          if n["kind"].startswith("Reorder") and n["node"].startswith("input")]

@@ -409,13 +409,13 @@ def ort_session(onnx_path: str | os.PathLike | bytes, threads: int = 1, profile_
     return ort.InferenceSession(source, sess_options=options, providers=["CPUExecutionProvider"])
 
 
-def _exported(model: nn.Module, x: torch.Tensor, tmp: str, ort_nchwc: bool = True) -> str:
+def _exported(model: nn.Module, x: torch.Tensor, tmp: str, ort_nchwc: bool = True, input_layout: str = "nchw") -> str:
     """The BN-folded ONNX export; ``ort_nchwc`` applies the graph passes written for ONNX Runtime's blocked layout
     (OpenVINO measured 2.6-3.2% slower with them, so its runtime leaves them out)."""
     from .deploy.onnx_export import export_onnx
 
     path = os.path.join(tmp, "model.onnx")
-    export_onnx(model, path, input_shape=tuple(x.shape), verify=False, ort_nchwc=ort_nchwc)
+    export_onnx(model, path, input_shape=tuple(x.shape), verify=False, ort_nchwc=ort_nchwc, input_layout=input_layout)
     return path
 
 
@@ -517,12 +517,16 @@ def _openvino_prepared(runtime: str, path: Any, x: torch.Tensor, threads: int, p
                     {"inference_precision": used, **(extra or {})})
 
 
-def _openvino(model: nn.Module, x: torch.Tensor, threads: int, precision: str) -> Prepared:
+def _openvino(model: nn.Module, x: torch.Tensor, threads: int, precision: str, input_layout: str = "nchw"
+              ) -> Prepared:
     require("onnx", extra="openvino", purpose="exporting to ONNX")
+    from .deploy.onnx_export import to_layout
+
     runtime = "openvino" if precision == "f32" else f"openvino-{precision}"
     with tempfile.TemporaryDirectory() as tmp:
-        return _openvino_prepared(runtime, _exported(model, x, tmp, ort_nchwc=False), x, threads, precision,
-                                  "ONNX export (BN folded)")
+        path = _exported(model, x, tmp, ort_nchwc=False, input_layout=input_layout)
+        return _openvino_prepared(runtime, path, to_layout(x, input_layout), threads, precision,
+                                  f"ONNX export (BN folded, {input_layout.upper()} input)")
 
 
 def _openvino_int8(model: nn.Module, x: torch.Tensor, threads: int, calibration: Sequence[Any] | None) -> Prepared:
@@ -542,9 +546,12 @@ def _openvino_int8(model: nn.Module, x: torch.Tensor, threads: int, calibration:
 
 def prepare_runtime(runtime: str, model: nn.Module, x: torch.Tensor, threads: int = 1, *,
                     channels_last: bool = True, frozen_method: str = DEFAULT_FROZEN,
-                    calibration: Sequence[Any] | None = None) -> Prepared:
+                    calibration: Sequence[Any] | None = None, input_layout: str = "nchw") -> Prepared:
     """Set up ``runtime`` for ``model`` on the fixed input ``x``; call within :func:`pinned_threads`.
-    ``calibration``: inputs shaped like ``x`` for ``onnxruntime-int8`` and ``openvino-int8``."""
+    ``calibration``: inputs shaped like ``x`` for ``onnxruntime-int8`` and ``openvino-int8``. ``input_layout``:
+    ``nhwc`` feeds the float OpenVINO runtimes ``x`` as N x H x W x C (``export_onnx(input_layout=...)``)."""
+    if input_layout != "nchw" and runtime not in ("openvino", "openvino-bf16"):
+        raise ValueError(f"input_layout={input_layout!r} applies to the float OpenVINO runtimes, not {runtime!r}")
     if runtime == "eager":
         return _eager(model, x, threads, channels_last)
     if runtime == "frozen":
@@ -554,9 +561,9 @@ def prepare_runtime(runtime: str, model: nn.Module, x: torch.Tensor, threads: in
     if runtime == "onnxruntime-int8":
         return _onnxruntime_int8(model, x, threads, calibration)
     if runtime == "openvino":
-        return _openvino(model, x, threads, "f32")
+        return _openvino(model, x, threads, "f32", input_layout)
     if runtime == "openvino-bf16":
-        return _openvino(model, x, threads, "bf16")
+        return _openvino(model, x, threads, "bf16", input_layout)
     if runtime == "openvino-int8":
         return _openvino_int8(model, x, threads, calibration)
     if runtime == "litert":
