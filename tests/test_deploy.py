@@ -308,8 +308,11 @@ def test_cli_export_nhwc(capsys, tmp_path):
     assert input_layout_of(out_file) == "nhwc" and data["max_abs_diff"] < 1e-4
     code, out, _ = run(capsys, *common)
     assert code == 0 and "input 1x64x64x3 (NHWC)" in out
-    code, _, err = run(capsys, *common, "--int8", "--calib-data", "noise")
-    assert code == 2 and "--input-layout nhwc applies to float ONNX exports" in err
+    code, out, err = run(capsys, *common, "--int8", "--calib-data", "noise", "--calib-samples", "4")
+    assert code == 0 and "input 1x64x64x3 (NHWC)" in out, err
+    assert input_layout_of(out_file) == "nhwc"
+    code, _, err = run(capsys, *common, "--format", "litert")
+    assert code == 2 and "--input-layout nhwc applies to ONNX exports" in err
 
 
 @needs_onnx

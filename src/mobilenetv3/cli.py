@@ -507,9 +507,10 @@ def _export_int8(args: argparse.Namespace, model, trained: bool) -> int:
             from .train.qat import qat_state_of
 
             qat_state = qat_state_of(args.name, args.checkpoint, args.weights)
-        if qat_state is not None and args.int8_target != "onnxruntime":
+        if qat_state is not None and (args.int8_target != "onnxruntime" or args.input_layout != "nchw"):
             raise CLIError(f"{args.name} was trained with quantisation-aware training, which simulates the "
-                           f"onnxruntime target's graph; export it with --int8-target onnxruntime")
+                           f"onnxruntime target's graph with NCHW input; export it with --int8-target "
+                           f"onnxruntime and without --input-layout")
         if qat_state is not None:  # a QAT run: its learned activation ranges, as at the end of its training
             from .deploy.qat import convert_qat
             from .train.qat import prepared_from_run
@@ -522,7 +523,7 @@ def _export_int8(args: argparse.Namespace, model, trained: bool) -> int:
             from .deploy.quantize import INT8_TARGETS, quantize_onnx
 
             result = quantize_onnx(model, args.out, calib, input_shape=shape, dynamic_batch=args.dynamic_batch,
-                                   options=INT8_TARGETS[args.int8_target]).to_dict()
+                                   options=INT8_TARGETS[args.int8_target], input_layout=args.input_layout).to_dict()
             result["target"] = args.int8_target
         else:
             result = _export_pt2e(model, args.out, calib, shape)
@@ -534,8 +535,10 @@ def _export_int8(args: argparse.Namespace, model, trained: bool) -> int:
         return 0
     checks = result["checks"]
     target = f", shaped for {result['target']}" if result.get("target") else ""
+    n, c, h, w = result["input_shape"]
+    nhwc = result.get("input_layout") == "nhwc"
     print(f"wrote {result['path']}: int8 ({result['toolchain']}{target}), "
-          f"input {'x'.join(map(str, result['input_shape']))}"
+          f"input {'x'.join(map(str, (n, h, w, c) if nhwc else (n, c, h, w)))}" + (" (NHWC)" if nhwc else "")
           + (", dynamic batch" if result.get("dynamic_batch") else "")
           + f", calibrated on {result['calibration_samples']} batch(es) from {source}")
     if result.get("graph_changes"):
@@ -595,8 +598,9 @@ def cmd_export(args: argparse.Namespace) -> int:
         raise CLIError(f"--calib-samples must be a positive integer, got {args.calib_samples}")
     model, trained = load_model(args.name, args.spec, args.width_mult, args.checkpoint, args.weights,
                                 args.resolution)
-    if args.input_layout != "nchw" and (args.int8 or args.format != "onnx"):
-        raise CLIError("--input-layout nhwc applies to float ONNX exports (int8 and LiteRT files take NCHW input)")
+    if args.input_layout != "nchw" and (args.format != "onnx" or (args.int8 and args.int8_toolchain == "pt2e")):
+        raise CLIError("--input-layout nhwc applies to ONNX exports through ONNX Runtime's tools (LiteRT and "
+                       "PT2E files take NCHW input)")
     if args.int8:
         return _export_int8(args, model, trained)
     try:

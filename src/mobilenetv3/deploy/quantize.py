@@ -80,7 +80,7 @@ from torch import nn
 
 from ..latency import require
 from .fold import fold_bn
-from .onnx_export import INPUT_NAME, _input_shape, export_onnx
+from .onnx_export import INPUT_LAYOUTS, INPUT_NAME, LAYOUT_KEY, _input_shape, export_onnx
 
 TOOLCHAINS = ("onnxruntime", "pt2e")
 DEFAULT_TOOLCHAIN = "onnxruntime"
@@ -228,7 +228,10 @@ def _check_calibration(batches: Sequence[np.ndarray], shape: Sequence[int], dyna
                                    f"{['N' if dynamic_batch else shape[0], *shape[1:]]}")
 
 
-def _reader(batches: Sequence[np.ndarray], input_name: str):
+def _reader(batches: Sequence[np.ndarray], input_name: str, layout: str = "nchw"):
+    """ONNX Runtime's calibration reader over NCHW ``batches``, fed in the file's input ``layout``."""
+    from .onnx_export import to_layout
+
     ort_quant = require("onnxruntime.quantization", purpose="int8 quantisation")
 
     class Reader(ort_quant.CalibrationDataReader):
@@ -239,7 +242,7 @@ def _reader(batches: Sequence[np.ndarray], input_name: str):
 
         def get_next(self) -> dict[str, np.ndarray] | None:
             b = next(self._it, None)
-            return None if b is None else {input_name: np.ascontiguousarray(b, dtype=np.float32)}
+            return None if b is None else {input_name: to_layout(np.asarray(b, dtype=np.float32), layout)}
 
         def rewind(self) -> None:
             self._it = iter(batches)
@@ -552,6 +555,7 @@ class QuantizeReport:
     graph_changes: dict[str, int]
     ops: dict[str, int]
     checks: dict[str, Any] = field(default_factory=dict)
+    input_layout: str = "nchw"  # input_shape is NCHW; the file takes it in this layout
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -563,8 +567,8 @@ def quantize_onnx(model: nn.Module, path: str | os.PathLike, calibration: Sequen
                   resolution: int | None = None, batch: int = 1, input_shape: Sequence[int] | None = None,
                   dynamic_batch: bool = False, options: Int8Options | None = None,
                   float_path: str | os.PathLike | None = None, verify: bool = True,
-                  tensor_overrides: Callable[[Any], dict[str, list[dict[str, Any]]]] | None = None
-                  ) -> QuantizeReport:
+                  tensor_overrides: Callable[[Any], dict[str, list[dict[str, Any]]]] | None = None,
+                  input_layout: str = "nchw") -> QuantizeReport:
     """Quantise ``model`` to an int8 QDQ ONNX file at ``path``, calibrated on ``calibration`` (arrays shaped like
     the model input, e.g. from :func:`calibration_data`).
 
@@ -576,10 +580,15 @@ def quantize_onnx(model: nn.Module, path: str | os.PathLike, calibration: Sequen
     also written to ``float_path`` when given. With ``verify`` the int8 file is run on the calibration images and
     compared with the float model: ``checks`` holds the argmax agreement and the logits' error relative to
     their range (no threshold: how much error is acceptable is the caller's call).
+
+    ``input_layout="nhwc"``: the file takes N x H x W x C images (as :func:`export_onnx`'s option; the stem's
+    input transpose stays float); ``calibration`` and ``input_shape`` stay NCHW.
     """
     onnx = require("onnx", purpose="int8 quantisation")
     ort_quant = require("onnxruntime.quantization", purpose="int8 quantisation")
     options = options or Int8Options()
+    if input_layout not in INPUT_LAYOUTS:
+        raise ValueError(f"unknown input layout {input_layout!r} (choose from {', '.join(INPUT_LAYOUTS)})")
     shape = _input_shape(model, input_shape, resolution, batch)
     calibration = list(calibration)
     _check_calibration(calibration, shape, dynamic_batch)
@@ -592,7 +601,8 @@ def quantize_onnx(model: nn.Module, path: str | os.PathLike, calibration: Sequen
         with tempfile.TemporaryDirectory() as tmp:
             raw = Path(tmp) / "float.onnx"
             export_onnx(prepared, raw, input_shape=shape, dynamic_batch=dynamic_batch, fold=False, verify=False,
-                        ort_nchwc=False)  # the float-graph rewrites measured 13-17% slower once quantised
+                        ort_nchwc=False,  # the float-graph rewrites measured 13-17% slower once quantised
+                        input_layout=input_layout)
             proto = onnx.load(str(raw))
             changes = {"shared_initializers": materialize_shared_initializers(proto),
                        "se_global_pool": reduce_mean_to_global_pool(proto) if options.se_pool == SE_POOLS[0]
@@ -603,7 +613,8 @@ def quantize_onnx(model: nn.Module, path: str | os.PathLike, calibration: Sequen
             if verify:
                 from .onnx_export import verify_onnx
 
-                worst = max(c["max_abs_diff"] for c in verify_onnx(float_file, model, [shape]))
+                worst = max(c["max_abs_diff"] for c in verify_onnx(float_file, model, [shape],
+                                                                   input_layout=input_layout))
                 if worst > 1e-3:
                     raise RuntimeError(f"the padded float graph differs from the model by {worst:.3g}")
             qtype = ort_quant.QuantType
@@ -621,11 +632,12 @@ def quantize_onnx(model: nn.Module, path: str | os.PathLike, calibration: Sequen
             logging.getLogger().setLevel(logging.ERROR)  # the quantiser's "consider pre-processing" notes
             try:
                 ort_quant.quantize_static(
-                    str(float_file), str(path), _reader(calibration, INPUT_NAME),
+                    str(float_file), str(path), _reader(calibration, INPUT_NAME, input_layout),
                     quant_format=ort_quant.QuantFormat.QDQ, per_channel=options.per_channel,
                     reduce_range=options.reduce_range, activation_type=act, weight_type=qtype.QInt8,
                     calibrate_method=method, extra_options=extra,
-                    nodes_to_exclude=_float_nodes(proto, options.keep_float))
+                    nodes_to_exclude=_float_nodes(proto, options.keep_float)
+                    + [n.name for n in proto.graph.node if n.op_type == "Transpose" and INPUT_NAME in n.input])
             finally:
                 logging.getLogger().setLevel(level)
         q_proto = onnx.load(str(path))
@@ -634,11 +646,14 @@ def quantize_onnx(model: nn.Module, path: str | os.PathLike, calibration: Sequen
         if options.fuse_conv_act:
             changes["conv_act_qdq_removed"] = unquantize_conv_activations(q_proto)
         q_proto.producer_name = "mobilenetv3 int8 (onnxruntime.quantization)"
+        onnx.helper.set_model_props(q_proto, {**{p.key: p.value for p in q_proto.metadata_props},
+                                              LAYOUT_KEY: input_layout})
         onnx.checker.check_model(q_proto)
         onnx.save(q_proto, str(path))
         ops = dict(sorted(Counter(n.op_type for n in q_proto.graph.node).items()))
         report = QuantizeReport(str(path), str(float_path) if float_path is not None else None, "onnxruntime",
-                                options.to_dict(), shape, dynamic_batch, len(calibration), changes, ops)
+                                options.to_dict(), shape, dynamic_batch, len(calibration), changes, ops,
+                                input_layout=input_layout)
         if verify:
             report.checks = compare_onnx_with_model(path, model, calibration[: min(len(calibration), 32)])
         return report
@@ -646,14 +661,18 @@ def quantize_onnx(model: nn.Module, path: str | os.PathLike, calibration: Sequen
         model.train(was_training)
 
 
-def onnx_logits(path_or_session: Any, batches: Iterable[np.ndarray], threads: int | None = None) -> np.ndarray:
-    """The model file's outputs for each batch, concatenated."""
+def onnx_logits(path_or_session: Any, batches: Iterable[np.ndarray], threads: int | None = None,
+                input_layout: str | None = None) -> np.ndarray:
+    """The model file's outputs for each NCHW batch (fed in the file's input layout), concatenated."""
     from ..latency import ort_session
+    from .onnx_export import input_layout_of, to_layout
 
-    session = path_or_session if hasattr(path_or_session, "run") else ort_session(
-        path_or_session, threads or torch.get_num_threads())
+    is_session = hasattr(path_or_session, "run")
+    layout = input_layout or ("nchw" if is_session else input_layout_of(path_or_session))
+    session = path_or_session if is_session else ort_session(path_or_session, threads or torch.get_num_threads())
     name = session.get_inputs()[0].name
-    return np.concatenate([session.run(None, {name: np.ascontiguousarray(b, np.float32)})[0] for b in batches])
+    return np.concatenate([session.run(None, {name: to_layout(np.asarray(b, np.float32), layout)})[0]
+                           for b in batches])
 
 
 def compare_onnx_with_model(path: str | os.PathLike, model: nn.Module, batches: Sequence[np.ndarray]
