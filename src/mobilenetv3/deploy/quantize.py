@@ -80,7 +80,7 @@ from torch import nn
 
 from ..latency import require
 from .fold import fold_bn
-from .onnx_export import INPUT_LAYOUTS, INPUT_NAME, LAYOUT_KEY, _input_shape, export_onnx
+from .onnx_export import INPUT_LAYOUTS, INPUT_NAME, _input_shape, export_onnx, record_input_layout
 
 TOOLCHAINS = ("onnxruntime", "pt2e")
 DEFAULT_TOOLCHAIN = "onnxruntime"
@@ -646,8 +646,7 @@ def quantize_onnx(model: nn.Module, path: str | os.PathLike, calibration: Sequen
         if options.fuse_conv_act:
             changes["conv_act_qdq_removed"] = unquantize_conv_activations(q_proto)
         q_proto.producer_name = "mobilenetv3 int8 (onnxruntime.quantization)"
-        onnx.helper.set_model_props(q_proto, {**{p.key: p.value for p in q_proto.metadata_props},
-                                              LAYOUT_KEY: input_layout})
+        record_input_layout(q_proto, input_layout)
         onnx.checker.check_model(q_proto)
         onnx.save(q_proto, str(path))
         ops = dict(sorted(Counter(n.op_type for n in q_proto.graph.node).items()))
@@ -661,14 +660,14 @@ def quantize_onnx(model: nn.Module, path: str | os.PathLike, calibration: Sequen
         model.train(was_training)
 
 
-def onnx_logits(path_or_session: Any, batches: Iterable[np.ndarray], threads: int | None = None,
-                input_layout: str | None = None) -> np.ndarray:
-    """The model file's outputs for each NCHW batch (fed in the file's input layout), concatenated."""
+def onnx_logits(path_or_session: Any, batches: Iterable[np.ndarray], threads: int | None = None) -> np.ndarray:
+    """The model file's outputs for each NCHW batch (fed in the layout the file records; a session: as they are),
+    concatenated."""
     from ..latency import ort_session
     from .onnx_export import input_layout_of, to_layout
 
     is_session = hasattr(path_or_session, "run")
-    layout = input_layout or ("nchw" if is_session else input_layout_of(path_or_session))
+    layout = "nchw" if is_session else input_layout_of(path_or_session)
     session = path_or_session if is_session else ort_session(path_or_session, threads or torch.get_num_threads())
     name = session.get_inputs()[0].name
     return np.concatenate([session.run(None, {name: to_layout(np.asarray(b, np.float32), layout)})[0]
