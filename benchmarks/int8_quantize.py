@@ -286,29 +286,25 @@ def print_toolchains(res: dict) -> None:
 # -- accuracy -----------------------------------------------------------------------------------------------
 RELOAD_SNIPPET = """
 import json, sys
-from mobilenetv3.data import load_dataset
 from mobilenetv3.deploy.quantize import evaluate_onnx
+from mobilenetv3.train.evaluate import run_eval_dataset
 d = json.loads(sys.argv[2])
-ds = load_dataset(d["name"], d["split"], resolution=d["resolution"], train=False, data_dir=d.get("data_dir"),
-                  channels=d["channels"], mean=tuple(d["mean"]), std=tuple(d["std"]),
-                  crop_fraction=d.get("crop_fraction"), holdout=d.get("holdout") or 0)
+ds = run_eval_dataset(d)
 r = evaluate_onnx(sys.argv[1], ds, limit=d.get("limit"), runtime=sys.argv[3])
 print(json.dumps({"top1": r["top1"], "count": r["count"], "predictions": r["predictions"].tolist()}))
 """
 
 
 def accuracy(args) -> dict:
-    from mobilenetv3.data import load_dataset
     from mobilenetv3.train import load_run
+    from mobilenetv3.train.evaluate import run_eval_dataset
 
     torch.set_num_threads(args.threads)  # more threads than idle cores makes PyTorch crawl on a shared machine
     model, config = load_run(args.run_dir, checkpoint=args.checkpoint, weights=args.weights)
     d = config["data"]
     res, channels = d["resolution"], d["channels"]
     # the run's validation data, as `mnv3 eval RUN_DIR` sees it (its held-out training images for a --holdout run)
-    test = load_dataset(d["name"], d.get("val_split", "test"), resolution=res, train=False,
-                        data_dir=d.get("data_dir"), channels=channels, mean=tuple(d["mean"]), std=tuple(d["std"]),
-                        crop_fraction=d.get("crop_fraction"), holdout=d.get("holdout") or 0)
+    test = run_eval_dataset(d)
     calib = calibration_data(d["name"], resolution=res, channels=channels, mean=d["mean"], std=d["std"],
                              samples=args.calib_samples, split="train", data_dir=d.get("data_dir"),
                              crop_fraction=d.get("crop_fraction"))
@@ -338,7 +334,7 @@ def accuracy(args) -> dict:
         out.setdefault("quantize_s", {})[label] = round(time.perf_counter() - t0, 1)
         out.setdefault("graph_changes", {})[label] = report.graph_changes
         # Round trip: a fresh process loads the saved file and evaluates it again.
-        spec = {**d, "split": d.get("val_split", "test"), "limit": args.limit}
+        spec = {**d, "limit": args.limit}
         proc = subprocess.run([sys.executable, "-c", RELOAD_SNIPPET, str(path), json.dumps(spec), runtime],
                               capture_output=True, text=True, check=True)
         reloaded = json.loads(proc.stdout.strip().splitlines()[-1])

@@ -129,6 +129,20 @@ def load_run(run_dir: str | os.PathLike, checkpoint: str = "last", weights: str 
     return model.to(dev).eval(), config
 
 
+def run_eval_dataset(data_info: dict[str, Any], split: str | None = None, *, data: str | None = None,
+                     data_dir: str | None = None) -> Any:
+    """A run's evaluation data from its recorded ``config["data"]``: the run's preprocessing (resolution,
+    channels, statistics, crop) on ``split`` (default: the run's validation split, ``"holdout"`` for a run with
+    held-out training images), of the run's data or ``data``."""
+    from ..data import load_dataset
+
+    d = data_info
+    return load_dataset(data or d["name"], split or d.get("val_split", "val"), resolution=d["resolution"],
+                        train=False, data_dir=data_dir if data_dir is not None else d.get("data_dir"),
+                        channels=d["channels"], mean=tuple(d["mean"]), std=tuple(d["std"]),
+                        crop_fraction=d.get("crop_fraction"), holdout=d.get("holdout") or 0)
+
+
 def evaluate_run(run_dir: str | os.PathLike, *, data: str | None = None, data_dir: str | None = None,
                  split: str | None = None, weights: str = "ema", checkpoint: str = "last", batch_size: int = 256,
                  device: str | None = "auto", workers: int = 0, limit: int | None = None) -> dict[str, Any]:
@@ -136,16 +150,13 @@ def evaluate_run(run_dir: str | os.PathLike, *, data: str | None = None, data_di
 
     ``split``: default the run's validation split (``"holdout"`` for a run with held-out training images, whose
     test split is then ``"test"``/``"val"``)."""
-    from ..data import collate, load_dataset
+    from ..data import collate
 
     dev = resolve_device(device)
     model, config = load_run(run_dir, checkpoint, weights, dev)
     d = config["data"]
     split = split or d.get("val_split", "val")
-    dataset = load_dataset(data or d["name"], split, resolution=d["resolution"],
-                           train=False, data_dir=data_dir if data_dir is not None else d.get("data_dir"),
-                           channels=d["channels"], mean=tuple(d["mean"]), std=tuple(d["std"]),
-                           crop_fraction=d.get("crop_fraction"), holdout=d.get("holdout") or 0)
+    dataset = run_eval_dataset(d, split, data=data, data_dir=data_dir)
     classes = list(d["classes"])
     if list(dataset.classes) != classes:
         raise ValueError(f"the data's classes ({len(dataset.classes)}: {', '.join(dataset.classes[:5])}...) differ "
