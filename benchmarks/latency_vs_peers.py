@@ -13,7 +13,10 @@ by its own ``torch.onnx.export`` (the default, dynamo-based exporter) in ONNX Ru
 by a plain ``quantize_static`` call (the issue's reference point), timm eager and timm's export in ONNX Runtime.
 Every path is prepared first, then timed in ``--rounds`` interleaved rounds (ours, then the peers', round after
 round; the two processes never run at the same time), with the same harness (``mobilenetv3.latency.time_callable``);
-the figure is the median of the rounds' medians. The machinery is the library's
+the figure is the median of the rounds' medians. On a CPU with AMX, OpenVINO int8 is also timed under
+``ONEDNN_MAX_CPU_ISA=AVX512_CORE_VNNI`` (a worker process of this python, since the cap holds for a whole
+process; ``--isa-cap``), which measured faster at batch 1 than OpenVINO's default AMX kernels. The machinery is
+the library's
 (:func:`mobilenetv3.latency.compare_with_peers`, also behind ``mnv3 bench --peers``); this script adds the int8
 paths and the CPU's peak.
 
@@ -36,6 +39,7 @@ import torch
 
 from mobilenetv3.latency import (
     CLOCKS,
+    INT8_ISA_CAP,
     OPENVINO_RUNTIMES,
     OUR_PATHS,
     PEER_MODELS,
@@ -55,10 +59,13 @@ def available_paths() -> tuple[str, ...]:
 def run(args) -> dict:
     info = machine_info()
     peak = cpu_peak(args.fma_units)
+    ours = available_paths()
+    cap = args.isa_cap if args.isa_cap != "auto" else (INT8_ISA_CAP if peak.get("amx_int8") else "none")
+    cap = None if cap.lower() == "none" or "openvino-int8" not in ours else cap
     res = compare_with_peers(args.models, resolution=args.resolution, threads=args.threads,
-                             ours=available_paths(), peer_int8=True, peer_python=args.peer_python,
+                             ours=ours, peer_int8=True, peer_python=args.peer_python,
                              rounds=args.rounds, warmup=5, min_runs=30, min_seconds=args.min_seconds, clock=args.clock,
-                             on_step=lambda label: print(f"  {label}", file=sys.stderr, flush=True))
+                             isa_cap=cap, on_step=lambda label: print(f"  {label}", file=sys.stderr, flush=True))
     for r in res["rows"]:
         gmadds = r["madds"] / (r["median_ms"] / 1e3) / 1e9
         peak_of = peak["int8_gmacs"] if "int8" in r["path"] else peak["fp32_gmadds"]
@@ -68,7 +75,7 @@ def run(args) -> dict:
     info["load_avg_1m_end"] = round(os.getloadavg()[0], 2)
     return {"machine": info, "peak": peak, "peer": res["peer"], "peer_python": res["peer_python"],
             "torch": torch.__version__, "resolution": args.resolution, "threads": args.threads,
-            "rounds": args.rounds, "clock": args.clock, "rows": res["rows"]}
+            "rounds": args.rounds, "clock": args.clock, "isa_cap": res["isa_cap"], "rows": res["rows"]}
 
 
 def print_table(res: dict) -> None:
@@ -77,6 +84,10 @@ def print_table(res: dict) -> None:
           f"{res['resolution']}x{res['resolution']}, {res['rounds']} interleaved rounds, {res['clock']} clock, "
           f"{m['date']}")
     print(f"load average (1 min): {m['load_avg_1m']} at start, {m['load_avg_1m_end']} at the end")
+    if m.get("onednn_max_cpu_isa"):
+        print(f"this process ran under ONEDNN_MAX_CPU_ISA={m['onednn_max_cpu_isa']}: every oneDNN path is capped")
+    if res.get("isa_cap"):
+        print(f"rows ending 'oneDNN ISA <= {res['isa_cap']}' ran in a worker process under that cap")
     peer = res["peer"]
     print(f"ours: torch {res['torch']}" + (f"; peers: torch {peer['torch']}, torchvision {peer['torchvision']}, "
                                            f"timm {peer['timm']}, onnxruntime {peer.get('onnxruntime', '-')}"
@@ -84,7 +95,7 @@ def print_table(res: dict) -> None:
     print(f"single-core peak at {p['ghz']:.2f} GHz: fp32 {p['fp32_gmadds']:.1f} GMAdd/s ({p['isa']}: "
           f"{p['fp32_lanes']} lanes x {p['fma_units']} FMA units), int8 {p['int8_gmacs']:.1f} GMAC/s ({p['int8_isa']}: "
           f"{p['int8_per_instruction']} MACs per instruction x {p['fma_units']})")
-    header = (f"{'model':<20} {'path':<52} {'median ms':>10} {'rounds':>13} {'vs best peer':>13} "
+    header = (f"{'model':<20} {'path':<76} {'median ms':>10} {'rounds':>13} {'vs best peer':>13} "
               f"{'GMAdd/s':>8} {'of peak':>8}")
     print(header)
     print("-" * len(header))
@@ -92,7 +103,7 @@ def print_table(res: dict) -> None:
         lo, hi = min(r["round_medians_ms"]), max(r["round_medians_ms"])
         vs = f"{r['vs_best_peer']:.2f}x" if r["vs_best_peer"] else "-"
         share = f"{100 * r['peak_share']:.1f}%" if r["peak_share"] is not None else "-"
-        print(f"{r['model']:<20} {r['path']:<52} {r['median_ms']:>10.3f} {f'{lo:.2f}-{hi:.2f}':>13} {vs:>13} "
+        print(f"{r['model']:<20} {r['path']:<76} {r['median_ms']:>10.3f} {f'{lo:.2f}-{hi:.2f}':>13} {vs:>13} "
               f"{r['gmadds_per_s']:>8.1f} {share:>8}")
     print("\nvs best peer: the peers' fastest float path for the model / this path (above 1: faster than it).")
     print("GMAdd/s: the model's analytic multiply-adds (ours, for every path: the architectures are the same) per "
@@ -111,6 +122,9 @@ def main() -> None:
     parser.add_argument("--clock", choices=tuple(CLOCKS), default="wall",
                         help="wall (default) or cpu: this thread's CPU time, for a machine busy with other work")
     parser.add_argument("--fma-units", type=int, default=2, help="FMA units per core for the peak (default 2)")
+    parser.add_argument("--isa-cap", default="auto", metavar="ISA|none|auto",
+                        help=f"also time OpenVINO int8 under this oneDNN instruction-set cap, in a worker process "
+                             f"(auto, the default: {INT8_ISA_CAP} on a CPU with AMX, else none)")
     parser.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     args = parser.parse_args()
     try:

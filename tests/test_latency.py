@@ -1,4 +1,5 @@
 import json
+import os
 import sys
 
 import pytest
@@ -502,6 +503,57 @@ def test_cli_latency_of_an_int8_file_in_openvino(capsys, tmp_path):
     assert code == 0 and "onnxruntime-int8" in out, err
     code, _, err = run(capsys, "latency", path, "--runtime", "eager")
     assert code == 2 and "ONNX Runtime or OpenVINO" in err
+
+
+def test_onednn_isa_cap_checks_its_value_and_when_it_is_set(monkeypatch):
+    from mobilenetv3.latency import ONEDNN_ISA_VARIABLE, onednn_isa_cap, set_onednn_isa_cap
+
+    monkeypatch.delenv(ONEDNN_ISA_VARIABLE, raising=False)
+    monkeypatch.delitem(sys.modules, "openvino", raising=False)
+    assert onednn_isa_cap() is None
+    with pytest.raises(ValueError, match="unknown oneDNN instruction set 'avx513'.*AVX512_CORE_VNNI"):
+        set_onednn_isa_cap("avx513")  # oneDNN itself would ignore it without a word
+    assert set_onednn_isa_cap(" avx512_core_vnni") == "AVX512_CORE_VNNI"
+    assert onednn_isa_cap() == "AVX512_CORE_VNNI" and machine_info()["onednn_max_cpu_isa"] == "AVX512_CORE_VNNI"
+    assert set_onednn_isa_cap("AVX512_CORE_VNNI") == "AVX512_CORE_VNNI"  # the same value again: fine
+    with pytest.raises(ValueError, match="already 'AVX512_CORE_VNNI'.*keeps the first value"):
+        set_onednn_isa_cap("AVX2")
+    monkeypatch.delenv(ONEDNN_ISA_VARIABLE)
+    monkeypatch.setitem(sys.modules, "openvino", object())  # loaded: oneDNN may have read the variable already
+    with pytest.raises(RuntimeError, match="before importing openvino"):
+        set_onednn_isa_cap("AVX2")
+    assert onednn_isa_cap() is None
+
+
+def test_onednn_isa_cap_moves_openvino_int8_off_amx(tmp_path):
+    """On a CPU with AMX, OpenVINO runs the int8 1x1 convolutions on AMX tiles; under ``--onednn-max-isa
+    AVX512_CORE_VNNI`` the same file runs on AVX-512 VNNI kernels (OpenVINO's counters name the kernel)."""
+    pytest.importorskip("openvino")
+    pytest.importorskip("onnxruntime")
+    import subprocess
+
+    from mobilenetv3.latency import ONEDNN_ISA_VARIABLE, cpu_peak
+
+    if not cpu_peak()["amx_int8"]:
+        pytest.skip("this CPU has no AMX: nothing to move off")
+    env = {k: v for k, v in os.environ.items() if k != ONEDNN_ISA_VARIABLE}
+    cli = [sys.executable, "-m", "mobilenetv3"]
+    path = str(tmp_path / "q.onnx")
+    subprocess.run([*cli, "export", "mobilenet_v3_small", "--width-mult", "0.35", "--resolution", "64", "--int8",
+                    "--int8-target", "openvino", "--calib-data", "noise", "--calib-samples", "4", "--out", path],
+                   env=env, check=True, capture_output=True)
+    fast = ["--runtime", "openvino", "--per-layer", "--warmup", "1", "--min-runs", "3", "--min-seconds", "0", "--json"]
+    kernels, results = {}, {}
+    for cap in (None, "avx512_core_vnni"):  # each in a process of its own: oneDNN reads the cap once
+        out = subprocess.run([*cli, "latency", path, *fast, *(["--onednn-max-isa", cap] if cap else [])], env=env,
+                             check=True, capture_output=True, text=True).stdout
+        data = json.loads(out)
+        kernels[cap], results[cap] = " ".join(data["per_layer_openvino"]["by_op"]), data["results"][0]
+    assert "amx" in kernels[None] and "_I8" in kernels[None]
+    assert "amx" not in kernels["avx512_core_vnni"] and "_I8" in kernels["avx512_core_vnni"]
+    assert results[None]["onednn_max_cpu_isa"] is None
+    assert results["avx512_core_vnni"]["onednn_max_cpu_isa"] == "AVX512_CORE_VNNI"
+    assert "ONEDNN_MAX_CPU_ISA=AVX512_CORE_VNNI" in results["avx512_core_vnni"]["detail"]
 
 
 def test_missing_openvino_names_the_extra(small, monkeypatch):

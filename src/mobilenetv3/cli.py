@@ -361,6 +361,11 @@ def _print_ort_profile(title: str, prof: dict) -> None:
     print(_table(["op", "ms", "share"], [[k, _ms(v), f"{100 * v / total:.1f}%"] for k, v in prof["by_op"].items()]))
 
 
+def _isa_note(info: dict) -> str:
+    cap = info.get("onednn_max_cpu_isa")
+    return f", oneDNN instruction set capped at {cap}" if cap else ""
+
+
 def _latency_of_onnx_file(args: argparse.Namespace) -> int:
     from . import latency
 
@@ -388,7 +393,7 @@ def _latency_of_onnx_file(args: argparse.Namespace) -> int:
         _print_json({"results": [result], f"per_layer_{runtime.split('-')[0]}": prof})
         return 0
     print(f"{args.name}, input {'x'.join(map(str, result['input_shape']))}, {result['threads']} thread(s), "
-          f"{result['cpu']} (load {result['load_avg_1m']}), {result['date']}")
+          f"{result['cpu']} (load {result['load_avg_1m']}), {result['date']}" + _isa_note(result))
     print(_table(["runtime", "median ms", "p10", "p90", "mean", "runs", "set-up"],
                  [[result["runtime"], _ms(result["median_ms"]), _ms(result["p10_ms"]), _ms(result["p90_ms"]),
                    _ms(result["mean_ms"]), result["runs"], f"{result['detail']} ({result['runtime_version']})"]],
@@ -408,6 +413,11 @@ def cmd_latency(args: argparse.Namespace) -> int:
 
     if args.resolution is not None and args.resolution < 1:
         raise CLIError(f"--resolution must be a positive integer, got {args.resolution}")
+    if args.onednn_max_isa is not None:  # first: oneDNN reads it once, at its first kernel
+        try:
+            latency.set_onednn_isa_cap(args.onednn_max_isa)
+        except (ValueError, RuntimeError) as e:
+            raise CLIError(str(e)) from None
     if args.name is not None and args.name.endswith(".onnx"):
         return _latency_of_onnx_file(args)
     args.runtime = args.runtime or "eager"
@@ -441,7 +451,8 @@ def cmd_latency(args: argparse.Namespace) -> int:
         return 0
     first, info = results[0], latency.machine_info()
     print(f"{first['model']}, input {'x'.join(map(str, first['input_shape']))}, {first['threads']} thread(s), "
-          f"{info['cpu']} ({info['logical_cpus']} logical CPUs, load {info['load_avg_1m']}), {first['date']}")
+          f"{info['cpu']} ({info['logical_cpus']} logical CPUs, load {info['load_avg_1m']}), {first['date']}"
+          + _isa_note(info))
     print(_table(["runtime", "median ms", "p10", "p90", "mean", "runs", "speed-up vs eager", "set-up"],
                  [[r["runtime"], _ms(r["median_ms"]), _ms(r["p10_ms"]), _ms(r["p90_ms"]), _ms(r["mean_ms"]),
                    r["runs"], f"{r['vs_eager']:.2f}x" if r["vs_eager"] else "-",
@@ -654,7 +665,7 @@ def _add_model_source(p: argparse.ArgumentParser) -> None:
 
 def _add_deploy_commands(sub) -> None:
     from .deploy.onnx_export import EXPORTERS, INPUT_LAYOUTS, MIN_OPSET
-    from .latency import DEFAULT_FROZEN, FROZEN_METHODS, RUNTIMES
+    from .latency import DEFAULT_FROZEN, FROZEN_METHODS, INT8_ISA_CAP, ONEDNN_ISA_VARIABLE, RUNTIMES
 
     p = sub.add_parser("latency", help="measured latency on this machine: eager, frozen graph, ONNX Runtime, LiteRT",
                        description="Time a model's forward pass the paper's way: batch 1 and one thread by "
@@ -676,6 +687,10 @@ def _add_deploy_commands(sub) -> None:
                    help=f"how the frozen graph is made (default {DEFAULT_FROZEN})")
     p.add_argument("--per-layer", action="store_true",
                    help="also time each stage (eager: forward hooks; onnxruntime: its profiler)")
+    p.add_argument("--onednn-max-isa", metavar="ISA", default=None,
+                   help=f"cap the instruction set of oneDNN (OpenVINO's CPU plugin, PyTorch) for this run, as "
+                        f"${ONEDNN_ISA_VARIABLE} does, e.g. {INT8_ISA_CAP}: on CPUs with AMX, measured faster "
+                        f"for batch-1 OpenVINO int8 (its 1x1 convolutions on AVX-512 VNNI instead of AMX)")
     p.set_defaults(func=cmd_latency)
 
     p = sub.add_parser("export", help="export a model to ONNX or LiteRT, checked against PyTorch in its runtime")

@@ -220,13 +220,63 @@ def cpu_model() -> str:
 
 
 def machine_info() -> dict[str, Any]:
-    """CPU model, logical CPUs, 1-minute load average (others' work on the machine) and the date (UTC)."""
+    """CPU model, logical CPUs, 1-minute load average (others' work on the machine), the date (UTC) and the
+    oneDNN instruction-set cap in force (:func:`onednn_isa_cap`; None: oneDNN picks)."""
     try:
         load = round(os.getloadavg()[0], 2)
     except (AttributeError, OSError):
         load = None
     return {"cpu": cpu_model(), "logical_cpus": os.cpu_count(), "load_avg_1m": load,
-            "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+            "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "onednn_max_cpu_isa": onednn_isa_cap()}
+
+
+# -- oneDNN's instruction-set cap ---------------------------------------------------------------------------
+# OpenVINO's CPU plugin and PyTorch run their convolutions on oneDNN, which picks the newest instruction set the
+# CPU has and reads this variable once, when it generates its first kernel in the process.
+ONEDNN_ISA_VARIABLE = "ONEDNN_MAX_CPU_ISA"
+# The values oneDNN 3.x accepts (its "CPU dispatcher control" guide); it ignores any other without a word.
+ONEDNN_ISAS = ("SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2", "AVX512_CORE", "AVX512_CORE_VNNI",
+               "AVX512_CORE_BF16", "AVX512_CORE_FP16", "AVX512_CORE_AMX", "AVX512_CORE_AMX_FP16", "AVX10_1_512",
+               "AVX10_1_512_AMX", "AVX10_1_512_AMX_FP16", "AVX10_2_512", "AVX10_2_512_AMX_2", "DEFAULT")
+# The cap measured faster for batch-1 int8 on a CPU with AMX: OpenVINO's 1x1 int8 convolutions then run on
+# AVX-512 VNNI instead of AMX tiles, whose set-up costs more than it saves on these small matrices (module doc).
+INT8_ISA_CAP = "AVX512_CORE_VNNI"
+
+
+def onednn_isa_cap() -> str | None:
+    """The oneDNN instruction-set cap this process runs under (``$ONEDNN_MAX_CPU_ISA``), or None."""
+    return os.environ.get(ONEDNN_ISA_VARIABLE) or None
+
+
+def check_onednn_isa(isa: str) -> str:
+    """``isa`` as oneDNN spells it (upper case), or a ValueError listing the accepted names."""
+    name = str(isa).strip().upper()
+    if name not in ONEDNN_ISAS:
+        raise ValueError(f"unknown oneDNN instruction set {isa!r} (choose from {', '.join(ONEDNN_ISAS)})")
+    return name
+
+
+def set_onednn_isa_cap(isa: str) -> str:
+    """Cap the instruction set oneDNN (OpenVINO's CPU plugin, PyTorch) may use in this process, e.g.
+    :data:`INT8_ISA_CAP`; returns the name set.
+
+    oneDNN reads the cap once, when it generates its first kernel, so this must run before any model runs in
+    OpenVINO or PyTorch: it refuses once OpenVINO has been imported, or when ``$ONEDNN_MAX_CPU_ISA`` already holds
+    another value (set in the shell, it applies from the start: the safest way). PyTorch cannot be checked: call
+    it before the first forward pass. To time a capped path next to uncapped ones in one run, use
+    ``compare_with_peers(isa_cap=...)``, which runs the capped paths in a worker process.
+    """
+    name = check_onednn_isa(isa)
+    current = onednn_isa_cap()
+    if current is not None and current.upper() != name:
+        raise ValueError(f"${ONEDNN_ISA_VARIABLE} is already {current!r} in this process; oneDNN keeps the first "
+                         f"value it reads, so {name!r} cannot replace it")
+    if current is None and "openvino" in sys.modules:
+        raise RuntimeError(f"OpenVINO is already loaded in this process, so oneDNN may have read its instruction "
+                           f"set: set ${ONEDNN_ISA_VARIABLE}={name} before importing openvino (or in the shell)")
+    os.environ[ONEDNN_ISA_VARIABLE] = name
+    return name
 
 
 @contextlib.contextmanager
@@ -513,6 +563,8 @@ def _openvino_prepared(runtime: str, path: Any, x: torch.Tensor, threads: int, p
     used = compiled.get_property("INFERENCE_PRECISION_HINT").to_string()  # what the CPU plugin took: f32, bf16
     detail += (f", CPU, INFERENCE_NUM_THREADS={threads}, NUM_STREAMS=1, LATENCY hint, no pinning, "
                f"INFERENCE_PRECISION_HINT={used}")
+    if onednn_isa_cap():
+        detail += f", {ONEDNN_ISA_VARIABLE}={onednn_isa_cap()}"
     return Prepared(runtime, detail, run, ov.__version__, threads,
                     {"inference_precision": used, **(extra or {})})
 
@@ -1128,10 +1180,33 @@ def _plain_quantize_static(path: str, out: str, calibration: Sequence[Any]) -> N
                     activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
 
 
+def ours_prepare(models: Sequence[str], resolution: int, threads: int, runtimes: Sequence[str],
+                 suffix: str = "") -> tuple[dict, dict]:
+    """(Runs in a worker of the core environment, e.g. under an instruction-set cap.) Our ``runtimes`` for each of
+    ``models``, prepared as :func:`compare_with_peers` prepares them in its own process; each path's label is its
+    :data:`OUR_PATHS` label plus ``suffix``."""
+    from .zoo import get_spec
+
+    labels = {runtime: label for label, runtime in OUR_PATHS.items()}
+    runners: dict = {}
+    info: dict = {"torch": torch.__version__, "onednn_max_cpu_isa": onednn_isa_cap(), "details": {}}
+    with pinned_threads(threads):
+        for name in models:
+            model = _bench_model(get_spec(name), resolution)
+            x = example_input(model, resolution)
+            info["details"][name] = {}
+            for runtime in runtimes:
+                prepared = prepare_runtime(runtime, model, x, threads)
+                runners[(name, labels[runtime] + suffix)] = prepared.run
+                info["details"][name][labels[runtime] + suffix] = prepared.detail
+    torch.set_num_threads(threads)  # the worker's timings run outside the block
+    return runners, info
+
+
 def peer_worker() -> None:
-    """(Runs in the peer environment.) Answer JSON commands on stdin, one per line, with one JSON line each on the
-    real stdout: ``prepare`` (see :func:`peer_prepare`), ``time`` (one model's path, with
-    :func:`time_callable`), ``quit``."""
+    """(Runs in the peer environment, or the core one for :func:`ours_prepare`.) Answer JSON commands on stdin,
+    one per line, with one JSON line each on the real stdout: ``prepare`` (see :func:`peer_prepare`),
+    ``prepare_ours`` (:func:`ours_prepare`), ``time`` (one model's path, with :func:`time_callable`), ``quit``."""
     out = os.fdopen(os.dup(1), "w")
     os.dup2(2, 1)  # anything else printed goes to stderr
     runners: dict = {}
@@ -1142,6 +1217,10 @@ def peer_worker() -> None:
                 if cmd["cmd"] == "prepare":
                     runners, info = peer_prepare(cmd["models"], cmd["resolution"], cmd["threads"], tmp,
                                                  onnx=cmd.get("onnx", True), int8=cmd.get("int8", False))
+                    reply = {"ok": True, **info}
+                elif cmd["cmd"] == "prepare_ours":
+                    runners, info = ours_prepare(cmd["models"], cmd["resolution"], cmd["threads"], cmd["runtimes"],
+                                                 cmd.get("suffix", ""))
                     reply = {"ok": True, **info}
                 elif cmd["cmd"] == "time":
                     stats = time_callable(runners[(cmd["model"], cmd["label"])], warmup=cmd["warmup"],
@@ -1165,7 +1244,7 @@ class PeerWorker:
     environment (its torch) is on the worker's path. Its stderr goes to a log whose end is shown on failure.
     """
 
-    def __init__(self, python: str) -> None:
+    def __init__(self, python: str, env: dict[str, str] | None = None) -> None:
         import subprocess
 
         self._tmp = tempfile.TemporaryDirectory()
@@ -1176,7 +1255,7 @@ class PeerWorker:
         self.proc = subprocess.Popen(
             [python, "-c", "from mobilenetv3.latency import peer_worker; peer_worker()"], cwd=self._tmp.name,
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log, text=True,
-            env=dict(os.environ, PYTHONPATH=self._tmp.name))
+            env=dict(os.environ, **(env or {}), PYTHONPATH=self._tmp.name))
 
     def _log_tail(self, chars: int = 1500) -> str:
         try:
@@ -1252,9 +1331,14 @@ def compare_with_peers(models: Sequence[str] = tuple(PEER_MODELS), *, resolution
                        ours: Sequence[str] = ("eager", "frozen", "onnxruntime"), peer_onnx: bool = True,
                        peer_int8: bool = False, peer_python: str | None = None, rounds: int = 3, warmup: int = 5,
                        min_runs: int = 30, min_seconds: float = 1.0, clock: str = "wall",
+                       isa_cap: str | None = None, capped: Sequence[str] = ("openvino-int8",),
                        on_step: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Our runtimes (``ours``: runtimes of :data:`OUR_PATHS`) against torchvision's and timm's models of the
     same architectures, measured in the same run.
+
+    ``isa_cap`` (e.g. :data:`INT8_ISA_CAP`): the runtimes in ``capped`` are also timed under that oneDNN
+    instruction-set cap, in a worker process of this python (the cap holds for a whole process), as extra rows
+    labelled ``"..., oneDNN ISA <= CAP"`` interleaved with the rest.
 
     The peers need a newer torch than the core's, so they cannot share this process: they run in a worker of the
     peer environment's python (:func:`find_peer_python`; :class:`PeerUnavailableError` when there is none). Every
@@ -1276,12 +1360,26 @@ def compare_with_peers(models: Sequence[str] = tuple(PEER_MODELS), *, resolution
     if python is None:
         raise PeerUnavailableError(f"no peer environment found ($MNV3_PEER_PYTHON, .peer-venv); "
                                    f"{PEER_SETUP_HINT}")
+    capped = [r for r in capped if r in ours] if isa_cap is not None else []
+    if isa_cap is not None:
+        isa_cap = check_onednn_isa(isa_cap)
+        if not capped:
+            raise ValueError(f"isa_cap={isa_cap!r} but none of capped={tuple(capped)!r} is among ours")
+    suffix = f", oneDNN ISA <= {isa_cap}"
     step = on_step or (lambda _label: None)
-    with PeerWorker(python) as worker, pinned_threads(threads):
+    capped_info: dict[str, Any] = {}
+    with contextlib.ExitStack() as stack:
+        worker = stack.enter_context(PeerWorker(python))
+        stack.enter_context(pinned_threads(threads))
         peer_info = worker.ask(cmd="prepare", models=list(models), resolution=resolution, threads=threads,
                                onnx=peer_onnx, int8=peer_int8)
         peer_info.pop("ok", None)
         step("peers prepared")
+        if capped:
+            capped_worker = stack.enter_context(PeerWorker(sys.executable, {ONEDNN_ISA_VARIABLE: isa_cap}))
+            capped_info = capped_worker.ask(cmd="prepare_ours", models=list(models), resolution=resolution,
+                                            threads=threads, runtimes=capped, suffix=suffix)
+            step(f"capped paths prepared ({ONEDNN_ISA_VARIABLE}={isa_cap})")
         runners: dict[Any, Any] = {}
         for name in models:
             model = _bench_model(get_spec(name), resolution)
@@ -1290,6 +1388,8 @@ def compare_with_peers(models: Sequence[str] = tuple(PEER_MODELS), *, resolution
                 if runtime in ours:
                     runners[(name, label, "ours")] = prepare_runtime(runtime, model, x, threads).run
                     step(label)
+                if runtime in capped:
+                    runners[(name, label + suffix, "ours")] = PeerPath(capped_worker, name, label + suffix)
             for label in peer_info["details"][name]:
                 runners[(name, label, "peer")] = PeerPath(worker, name, label)
         medians = time_interleaved(runners, rounds=rounds, warmup=warmup, min_runs=min_runs,
@@ -1307,7 +1407,9 @@ def compare_with_peers(models: Sequence[str] = tuple(PEER_MODELS), *, resolution
                              "vs_best_peer": best / med if best else None, "params": cost.params,
                              "madds": cost.madds})
     return {"peer_python": python, "peer": peer_info, "resolution": resolution, "threads": threads,
-            "rounds": rounds, "clock": clock, "rows": rows}
+            "rounds": rounds, "clock": clock, "isa_cap": isa_cap if capped else None,
+            "capped_details": capped_info.get("details", {}),
+            "onednn_max_cpu_isa": onednn_isa_cap(), "rows": rows}
 
 
 # -- the paper's comparisons, measured here (mnv3 bench) ---------------------------------------------------
