@@ -58,6 +58,13 @@ Runtimes (:data:`RUNTIMES`):
     beyond the noise. In the counters the 1x1 convolutions run 2.2x faster than f32 (AMX int8), the depthwise ones
     no faster, and the input reorder and f32 stem are the same in both. NNCF's own post-training quantisation
     (nncf 3.4, 0.8-1.3x of ``onnxruntime`` float) was no faster. Needs the ``openvino`` and ``deploy`` extras.
+
+    On a CPU with AMX, capping oneDNN at AVX-512 VNNI (:data:`INT8_ISA_CAP`, :func:`set_onednn_isa_cap`,
+    ``$ONEDNN_MAX_CPU_ISA``, ``mnv3 latency --onednn-max-isa``) made this path faster: at batch 1 the 1x1
+    matrices are too small for AMX tiles to pay off (Small's 1x1 convolutions 0.49 -> 0.42 ms in the counters).
+    ``benchmarks/latency_vs_peers.py`` (5 interleaved rounds, 2026-11-26) gave Large 2.59 -> 2.55 ms and Small
+    1.31 -> 1.24 ms; shorter interleaved runs that day gave 3-10%. f32 kernels do not use AMX, so they are
+    unaffected. The cap holds for a whole process, so :func:`compare_with_peers` times capped paths in a worker.
 ``litert``
     The model converted to ``.tflite`` by ``litert-torch`` (BatchNorm folded) in the LiteRT interpreter with
     ``num_threads`` = the thread count (XNNPACK on CPU): the paper's runtime. Needs the ``litert`` extra.
