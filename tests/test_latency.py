@@ -554,6 +554,9 @@ def test_onednn_isa_cap_moves_openvino_int8_off_amx(tmp_path):
     assert results[None]["onednn_max_cpu_isa"] is None
     assert results["avx512_core_vnni"]["onednn_max_cpu_isa"] == "AVX512_CORE_VNNI"
     assert "ONEDNN_MAX_CPU_ISA=AVX512_CORE_VNNI" in results["avx512_core_vnni"]["detail"]
+    table = subprocess.run([*cli, "latency", path, *fast[:-1]], env=env, check=True, capture_output=True,
+                           text=True).stdout  # the human table points an uncapped AMX run at the cap
+    assert "try --onednn-max-isa AVX512_CORE_VNNI" in table
 
 
 def test_missing_openvino_names_the_extra(small, monkeypatch):
