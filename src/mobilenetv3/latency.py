@@ -1188,10 +1188,11 @@ def _plain_quantize_static(path: str, out: str, calibration: Sequence[Any]) -> N
 
 
 def ours_prepare(models: Sequence[str], resolution: int, threads: int, runtimes: Sequence[str],
-                 suffix: str = "") -> tuple[dict, dict]:
-    """(Runs in a worker of the core environment, e.g. under an instruction-set cap.) Our ``runtimes`` for each of
-    ``models``, prepared as :func:`compare_with_peers` prepares them in its own process; each path's label is its
-    :data:`OUR_PATHS` label plus ``suffix``."""
+                 suffix: str = "", on_step: Callable[[str], None] | None = None) -> tuple[dict, dict]:
+    """Our ``runtimes`` for each of ``models`` (random weights, BatchNorm statistics from noise) as
+    :func:`compare_with_peers` times them, in its process or in a worker (under an instruction-set cap): runners
+    keyed ``(model, label)``, each label its :data:`OUR_PATHS` label plus ``suffix``. ``on_step(label)`` after
+    each one."""
     from .zoo import get_spec
 
     labels = {runtime: label for label, runtime in OUR_PATHS.items()}
@@ -1206,7 +1207,9 @@ def ours_prepare(models: Sequence[str], resolution: int, threads: int, runtimes:
                 prepared = prepare_runtime(runtime, model, x, threads)
                 runners[(name, labels[runtime] + suffix)] = prepared.run
                 info["details"][name][labels[runtime] + suffix] = prepared.detail
-    torch.set_num_threads(threads)  # the worker's timings run outside the block
+                if on_step is not None:
+                    on_step(labels[runtime] + suffix)
+    torch.set_num_threads(threads)  # a worker's timings run outside the block
     return runners, info
 
 
@@ -1387,14 +1390,12 @@ def compare_with_peers(models: Sequence[str] = tuple(PEER_MODELS), *, resolution
             capped_info = capped_worker.ask(cmd="prepare_ours", models=list(models), resolution=resolution,
                                             threads=threads, runtimes=capped, suffix=suffix)
             step(f"capped paths prepared ({ONEDNN_ISA_VARIABLE}={isa_cap})")
+        ours_runners, _ = ours_prepare(models, resolution, threads, ours, on_step=step)
         runners: dict[Any, Any] = {}
         for name in models:
-            model = _bench_model(get_spec(name), resolution)
-            x = example_input(model, resolution)
             for label, runtime in OUR_PATHS.items():
                 if runtime in ours:
-                    runners[(name, label, "ours")] = prepare_runtime(runtime, model, x, threads).run
-                    step(label)
+                    runners[(name, label, "ours")] = ours_runners[(name, label)]
                 if runtime in capped:
                     runners[(name, label + suffix, "ours")] = PeerPath(capped_worker, name, label + suffix)
             for label in peer_info["details"][name]:
