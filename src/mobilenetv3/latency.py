@@ -1370,11 +1370,11 @@ def compare_with_peers(models: Sequence[str] = tuple(PEER_MODELS), *, resolution
     if python is None:
         raise PeerUnavailableError(f"no peer environment found ($MNV3_PEER_PYTHON, .peer-venv); "
                                    f"{PEER_SETUP_HINT}")
-    capped = [r for r in capped if r in ours] if isa_cap is not None else []
+    to_cap = [r for r in capped if r in ours] if isa_cap is not None else []
     if isa_cap is not None:
         isa_cap = check_onednn_isa(isa_cap)
-        if not capped:
-            raise ValueError(f"isa_cap={isa_cap!r} but none of capped={tuple(capped)!r} is among ours")
+        if not to_cap:
+            raise ValueError(f"isa_cap={isa_cap!r} but none of capped={tuple(capped)!r} is among ours={tuple(ours)!r}")
     suffix = f", oneDNN ISA <= {isa_cap}"
     step = on_step or (lambda _label: None)
     capped_info: dict[str, Any] = {}
@@ -1385,10 +1385,10 @@ def compare_with_peers(models: Sequence[str] = tuple(PEER_MODELS), *, resolution
                                onnx=peer_onnx, int8=peer_int8)
         peer_info.pop("ok", None)
         step("peers prepared")
-        if capped:
+        if to_cap:
             capped_worker = stack.enter_context(PeerWorker(sys.executable, {ONEDNN_ISA_VARIABLE: isa_cap}))
             capped_info = capped_worker.ask(cmd="prepare_ours", models=list(models), resolution=resolution,
-                                            threads=threads, runtimes=capped, suffix=suffix)
+                                            threads=threads, runtimes=to_cap, suffix=suffix)
             step(f"capped paths prepared ({ONEDNN_ISA_VARIABLE}={isa_cap})")
         ours_runners, _ = ours_prepare(models, resolution, threads, ours, on_step=step)
         runners: dict[Any, Any] = {}
@@ -1396,7 +1396,7 @@ def compare_with_peers(models: Sequence[str] = tuple(PEER_MODELS), *, resolution
             for label, runtime in OUR_PATHS.items():
                 if runtime in ours:
                     runners[(name, label, "ours")] = ours_runners[(name, label)]
-                if runtime in capped:
+                if runtime in to_cap:
                     runners[(name, label + suffix, "ours")] = PeerPath(capped_worker, name, label + suffix)
             for label in peer_info["details"][name]:
                 runners[(name, label, "peer")] = PeerPath(worker, name, label)
@@ -1415,7 +1415,7 @@ def compare_with_peers(models: Sequence[str] = tuple(PEER_MODELS), *, resolution
                              "vs_best_peer": best / med if best else None, "params": cost.params,
                              "madds": cost.madds})
     return {"peer_python": python, "peer": peer_info, "resolution": resolution, "threads": threads,
-            "rounds": rounds, "clock": clock, "isa_cap": isa_cap if capped else None,
+            "rounds": rounds, "clock": clock, "isa_cap": isa_cap if to_cap else None,
             "capped_details": capped_info.get("details", {}),
             "onednn_max_cpu_isa": onednn_isa_cap(), "rows": rows}
 
