@@ -80,7 +80,14 @@ from torch import nn
 
 from ..latency import require
 from .fold import fold_bn
-from .onnx_export import INPUT_LAYOUTS, INPUT_NAME, _input_shape, export_onnx, record_input_layout
+from .onnx_export import (
+    INPUT_LAYOUTS,
+    INPUT_NAME,
+    _drop_unused_constants,
+    _input_shape,
+    export_onnx,
+    record_input_layout,
+)
 
 TOOLCHAINS = ("onnxruntime", "pt2e")
 DEFAULT_TOOLCHAIN = "onnxruntime"
@@ -517,9 +524,11 @@ def unquantize_conv_activations(proto, activations: Sequence[str] = FUSED_ACTIVA
             dropped.add(id(d))
         dropped.add(id(q))
         removed += 1
+    orphans = {name for n in graph.node if id(n) in dropped for name in n.input[1:]}  # their scales, zero points
     kept = [n for n in graph.node if id(n) not in dropped]
     del graph.node[:]
     graph.node.extend(kept)
+    _drop_unused_constants(proto, orphans)
     return removed
 
 
