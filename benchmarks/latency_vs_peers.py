@@ -5,7 +5,9 @@
     python benchmarks/latency_vs_peers.py --json out.json
 
 Ours (in this process, torch of the core environment): eager (channels-last), frozen (TorchScript trace +
-freeze), ONNX Runtime float (BN-folded export) and ONNX Runtime int8 (``mobilenetv3.deploy.quantize`` defaults).
+freeze), ONNX Runtime float (BN-folded export) and ONNX Runtime int8 (``mobilenetv3.deploy.quantize`` defaults);
+with OpenVINO installed, OpenVINO f32, int8 (its target) and bf16, f32 and int8 also with an NHWC input
+(``mnv3 export --input-layout nhwc``: images as decoders hand them over).
 The peers (torchvision and timm need a newer torch, so they run in a subprocess with the peer environment's
 python: ``--peer-python``, else ``$MNV3_PEER_PYTHON``, else ``.peer-venv/bin/python`` (``make peer-setup``)):
 torchvision eager (NCHW as shipped, and channels-last), torchvision exported
@@ -47,13 +49,14 @@ from mobilenetv3.latency import (
     compare_with_peers,
     cpu_peak,
     machine_info,
+    path_runtime,
 )
 
 
 def available_paths() -> tuple[str, ...]:
-    """Our runtimes to time: all of :data:`OUR_PATHS`, the OpenVINO ones only when OpenVINO is installed."""
+    """Our paths to time: all of :data:`OUR_PATHS`, the OpenVINO ones only when OpenVINO is installed."""
     has_openvino = importlib.util.find_spec("openvino") is not None
-    return tuple(r for r in OUR_PATHS.values() if has_openvino or r not in OPENVINO_RUNTIMES)
+    return tuple(p for p in OUR_PATHS.values() if has_openvino or path_runtime(p)[0] not in OPENVINO_RUNTIMES)
 
 
 def run(args) -> dict:

@@ -381,9 +381,11 @@ def test_compare_with_peers_times_capped_paths_in_a_worker():
         lat.compare_with_peers(["mobilenet_v3_small"], isa_cap="AVX9")
     with pytest.raises(ValueError, match="none of capped"):
         lat.compare_with_peers(["mobilenet_v3_small"], ours=("eager",), isa_cap=lat.INT8_ISA_CAP)
-    res = lat.compare_with_peers(["mobilenet_v3_small"], resolution=64, ours=("eager", "openvino-int8"), rounds=1,
-                                 warmup=0, min_runs=1, min_seconds=0, isa_cap="avx512_core_vnni", peer_onnx=False)
+    res = lat.compare_with_peers(["mobilenet_v3_small"], resolution=64, ours=("eager", "openvino-int8:nhwc"),
+                                 rounds=1, warmup=0, min_runs=1, min_seconds=0, isa_cap="avx512_core_vnni",
+                                 peer_onnx=False)
     paths = [r["path"] for r in res["rows"] if r["who"] == "ours"]
-    assert paths == ["ours eager (channels-last)", "ours ONNX -> OpenVINO int8",
-                     "ours ONNX -> OpenVINO int8, oneDNN ISA <= AVX512_CORE_VNNI"]
+    assert paths == ["ours eager (channels-last)", "ours ONNX -> OpenVINO int8, NHWC input",
+                     "ours ONNX -> OpenVINO int8, NHWC input, oneDNN ISA <= AVX512_CORE_VNNI"]
+    assert all("NHWC input" in d for d in res["capped_details"]["mobilenet_v3_small"].values())
     assert res["isa_cap"] == "AVX512_CORE_VNNI" and lat.onednn_isa_cap() is None  # this process stays uncapped

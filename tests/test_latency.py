@@ -452,7 +452,11 @@ def test_nhwc_input_is_evaluated_alike_and_openvino_drops_the_input_reorder(smal
     runs = {layout: prepare_runtime("openvino", small_noise_bn, x, 1, input_layout=layout).run()
             for layout in ("nchw", "nhwc")}
     np.testing.assert_allclose(runs["nhwc"], runs["nchw"], atol=1e-5)
-    with pytest.raises(ValueError, match="applies to the float OpenVINO runtimes"):
+    int8 = {layout: prepare_runtime("openvino-int8", small_noise_bn, x, 1, input_layout=layout)
+            for layout in ("nchw", "nhwc")}  # the same calibration, so the same quantisation
+    assert "NHWC input" in int8["nhwc"].detail
+    np.testing.assert_allclose(int8["nhwc"].run(), int8["nchw"].run(), atol=1e-4)
+    with pytest.raises(ValueError, match="applies to the OpenVINO runtimes"):
         prepare_runtime("eager", small_noise_bn, x, 1, input_layout="nhwc")
     # OpenVINO reorders an NCHW input for the stem convolution; an NHWC input reaches the stem as it is
     reorders = {layout: [n["node"] for n in profile_openvino(path, runs=3, warmup=1)["nodes"]
@@ -503,6 +507,16 @@ def test_cli_latency_of_an_int8_file_in_openvino(capsys, tmp_path):
     assert code == 0 and "onnxruntime-int8" in out, err
     code, _, err = run(capsys, "latency", path, "--runtime", "eager")
     assert code == 2 and "ONNX Runtime or OpenVINO" in err
+
+
+def test_our_paths_name_a_runtime_and_an_input_layout():
+    from mobilenetv3.latency import OUR_PATHS, RUNTIMES, path_runtime
+
+    assert path_runtime("openvino:nhwc") == ("openvino", "nhwc") and path_runtime("eager") == ("eager", "nchw")
+    for label, path in OUR_PATHS.items():
+        runtime, layout = path_runtime(path)
+        assert runtime in RUNTIMES and layout in ("nchw", "nhwc")
+        assert ("NHWC input" in label) == (layout == "nhwc")
 
 
 def test_onednn_isa_cap_checks_its_value_and_when_it_is_set(monkeypatch):

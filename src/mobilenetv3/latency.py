@@ -588,18 +588,20 @@ def _openvino(model: nn.Module, x: torch.Tensor, threads: int, precision: str, i
                                   f"ONNX export (BN folded, {input_layout.upper()} input)")
 
 
-def _openvino_int8(model: nn.Module, x: torch.Tensor, threads: int, calibration: Sequence[Any] | None) -> Prepared:
+def _openvino_int8(model: nn.Module, x: torch.Tensor, threads: int, calibration: Sequence[Any] | None,
+                   input_layout: str = "nchw") -> Prepared:
+    from .deploy.onnx_export import to_layout
     from .deploy.quantize import INT8_TARGETS, quantize_onnx, random_calibration_data
 
     calib = list(calibration) if calibration is not None else random_calibration_data(tuple(x.shape))
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "model_int8.onnx")
         report = quantize_onnx(model, path, calib, input_shape=tuple(x.shape), verify=False,
-                               options=INT8_TARGETS["openvino"])
+                               options=INT8_TARGETS["openvino"], input_layout=input_layout)
         detail = (f"int8 QDQ for OpenVINO, convolutions fused with their activations "
                   f"({'real' if calibration is not None else 'random'} calibration, {len(calib)} inputs), "
-                  f"float parts in f32")
-        return _openvino_prepared("openvino-int8", path, x, threads, "f32", detail,
+                  f"float parts in f32, {input_layout.upper()} input")
+        return _openvino_prepared("openvino-int8", path, to_layout(x, input_layout), threads, "f32", detail,
                                   {"int8_graph_changes": report.graph_changes})
 
 
@@ -608,9 +610,9 @@ def prepare_runtime(runtime: str, model: nn.Module, x: torch.Tensor, threads: in
                     calibration: Sequence[Any] | None = None, input_layout: str = "nchw") -> Prepared:
     """Set up ``runtime`` for ``model`` on the fixed input ``x``; call within :func:`pinned_threads`.
     ``calibration``: inputs shaped like ``x`` for ``onnxruntime-int8`` and ``openvino-int8``. ``input_layout``:
-    ``nhwc`` feeds the float OpenVINO runtimes ``x`` as N x H x W x C (``export_onnx(input_layout=...)``)."""
-    if input_layout != "nchw" and runtime not in ("openvino", "openvino-bf16"):
-        raise ValueError(f"input_layout={input_layout!r} applies to the float OpenVINO runtimes, not {runtime!r}")
+    ``nhwc`` feeds the OpenVINO runtimes ``x`` as N x H x W x C (``export_onnx(input_layout=...)``)."""
+    if input_layout != "nchw" and runtime not in OPENVINO_RUNTIMES:
+        raise ValueError(f"input_layout={input_layout!r} applies to the OpenVINO runtimes, not {runtime!r}")
     if runtime == "eager":
         return _eager(model, x, threads, channels_last)
     if runtime == "frozen":
@@ -624,7 +626,7 @@ def prepare_runtime(runtime: str, model: nn.Module, x: torch.Tensor, threads: in
     if runtime == "openvino-bf16":
         return _openvino(model, x, threads, "bf16", input_layout)
     if runtime == "openvino-int8":
-        return _openvino_int8(model, x, threads, calibration)
+        return _openvino_int8(model, x, threads, calibration, input_layout)
     if runtime == "litert":
         return _litert(model, x, threads)
     raise ValueError(f"unknown runtime {runtime!r} (choose from {', '.join(RUNTIMES)})")
@@ -1187,15 +1189,15 @@ def _plain_quantize_static(path: str, out: str, calibration: Sequence[Any]) -> N
                     activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
 
 
-def ours_prepare(models: Sequence[str], resolution: int, threads: int, runtimes: Sequence[str],
+def ours_prepare(models: Sequence[str], resolution: int, threads: int, paths: Sequence[str],
                  suffix: str = "", on_step: Callable[[str], None] | None = None) -> tuple[dict, dict]:
-    """Our ``runtimes`` for each of ``models`` (random weights, BatchNorm statistics from noise) as
+    """Our ``paths`` (of :data:`OUR_PATHS`) for each of ``models`` (random weights, BatchNorm statistics from noise) as
     :func:`compare_with_peers` times them, in its process or in a worker (under an instruction-set cap): runners
     keyed ``(model, label)``, each label its :data:`OUR_PATHS` label plus ``suffix``. ``on_step(label)`` after
     each one."""
     from .zoo import get_spec
 
-    labels = {runtime: label for label, runtime in OUR_PATHS.items()}
+    labels = {path: label + suffix for label, path in OUR_PATHS.items()}
     runners: dict = {}
     info: dict = {"torch": torch.__version__, "onednn_max_cpu_isa": onednn_isa_cap(), "details": {}}
     with pinned_threads(threads):
@@ -1203,12 +1205,13 @@ def ours_prepare(models: Sequence[str], resolution: int, threads: int, runtimes:
             model = _bench_model(get_spec(name), resolution)
             x = example_input(model, resolution)
             info["details"][name] = {}
-            for runtime in runtimes:
-                prepared = prepare_runtime(runtime, model, x, threads)
-                runners[(name, labels[runtime] + suffix)] = prepared.run
-                info["details"][name][labels[runtime] + suffix] = prepared.detail
+            for path in paths:
+                runtime, layout = path_runtime(path)
+                prepared = prepare_runtime(runtime, model, x, threads, input_layout=layout)
+                runners[(name, labels[path])] = prepared.run
+                info["details"][name][labels[path]] = prepared.detail
                 if on_step is not None:
-                    on_step(labels[runtime] + suffix)
+                    on_step(labels[path])
     torch.set_num_threads(threads)  # a worker's timings run outside the block
     return runners, info
 
@@ -1229,7 +1232,7 @@ def peer_worker() -> None:
                                                  onnx=cmd.get("onnx", True), int8=cmd.get("int8", False))
                     reply = {"ok": True, **info}
                 elif cmd["cmd"] == "prepare_ours":
-                    runners, info = ours_prepare(cmd["models"], cmd["resolution"], cmd["threads"], cmd["runtimes"],
+                    runners, info = ours_prepare(cmd["models"], cmd["resolution"], cmd["threads"], cmd["paths"],
                                                  cmd.get("suffix", ""))
                     reply = {"ok": True, **info}
                 elif cmd["cmd"] == "time":
@@ -1330,23 +1333,33 @@ def _bench_model(spec: ArchSpec, resolution: int) -> nn.Module:
     return calibrate_bn_on_noise(build(spec).eval(), resolution, batches=2, batch_size=2).eval()
 
 
-# ours: label -> runtime, in the order they are timed
+# ours: label -> path, in the order they are timed; a path is a runtime, or "RUNTIME:nhwc" for an OpenVINO
+# runtime fed N x H x W x C images (``prepare_runtime(input_layout="nhwc")``, see :func:`path_runtime`)
 OUR_PATHS = {"ours eager (channels-last)": "eager", "ours frozen (TorchScript)": "frozen",
              "ours ONNX -> ORT float": "onnxruntime", "ours ONNX -> ORT int8": "onnxruntime-int8",
-             "ours ONNX -> OpenVINO f32": "openvino", "ours ONNX -> OpenVINO int8": "openvino-int8",
+             "ours ONNX -> OpenVINO f32": "openvino", "ours ONNX -> OpenVINO f32, NHWC input": "openvino:nhwc",
+             "ours ONNX -> OpenVINO int8": "openvino-int8",
+             "ours ONNX -> OpenVINO int8, NHWC input": "openvino-int8:nhwc",
              "ours ONNX -> OpenVINO bf16": "openvino-bf16"}
+
+
+def path_runtime(path: str) -> tuple[str, str]:
+    """The runtime and input layout of one of :data:`OUR_PATHS`' paths: ``"openvino:nhwc"`` ->
+    ``("openvino", "nhwc")``, ``"eager"`` -> ``("eager", "nchw")``."""
+    runtime, _, layout = path.partition(":")
+    return runtime, layout or "nchw"
 
 
 def compare_with_peers(models: Sequence[str] = tuple(PEER_MODELS), *, resolution: int = 224, threads: int = 1,
                        ours: Sequence[str] = ("eager", "frozen", "onnxruntime"), peer_onnx: bool = True,
                        peer_int8: bool = False, peer_python: str | None = None, rounds: int = 3, warmup: int = 5,
                        min_runs: int = 30, min_seconds: float = 1.0, clock: str = "wall",
-                       isa_cap: str | None = None, capped: Sequence[str] = ("openvino-int8",),
+                       isa_cap: str | None = None, capped: Sequence[str] = ("openvino-int8", "openvino-int8:nhwc"),
                        on_step: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """Our runtimes (``ours``: runtimes of :data:`OUR_PATHS`) against torchvision's and timm's models of the
-    same architectures, measured in the same run.
+    """Our paths (``ours``: paths of :data:`OUR_PATHS`, runtime names or ``"RUNTIME:nhwc"``) against torchvision's
+    and timm's models of the same architectures, measured in the same run.
 
-    ``isa_cap`` (e.g. :data:`INT8_ISA_CAP`): the runtimes in ``capped`` are also timed under that oneDNN
+    ``isa_cap`` (e.g. :data:`INT8_ISA_CAP`): the paths in ``capped`` are also timed under that oneDNN
     instruction-set cap, in a worker process of this python (the cap holds for a whole process), as extra rows
     labelled ``"..., oneDNN ISA <= CAP"`` interleaved with the rest.
 
@@ -1364,7 +1377,7 @@ def compare_with_peers(models: Sequence[str] = tuple(PEER_MODELS), *, resolution
         raise ValueError(f"no peer model for {', '.join(unknown)} (peers exist for {', '.join(PEER_MODELS)})")
     bad = sorted(set(ours) - set(OUR_PATHS.values()))
     if bad:
-        raise ValueError(f"unknown runtime(s) {', '.join(bad)} (choose from {', '.join(OUR_PATHS.values())})")
+        raise ValueError(f"unknown path(s) {', '.join(bad)} (choose from {', '.join(OUR_PATHS.values())})")
     clock_timer(clock, threads)
     python = find_peer_python(peer_python)
     if python is None:
@@ -1388,7 +1401,7 @@ def compare_with_peers(models: Sequence[str] = tuple(PEER_MODELS), *, resolution
         if to_cap:
             capped_worker = stack.enter_context(PeerWorker(sys.executable, {ONEDNN_ISA_VARIABLE: isa_cap}))
             capped_info = capped_worker.ask(cmd="prepare_ours", models=list(models), resolution=resolution,
-                                            threads=threads, runtimes=to_cap, suffix=suffix)
+                                            threads=threads, paths=to_cap, suffix=suffix)
             step(f"capped paths prepared ({ONEDNN_ISA_VARIABLE}={isa_cap})")
         ours_runners, _ = ours_prepare(models, resolution, threads, ours, on_step=step)
         runners: dict[Any, Any] = {}
