@@ -519,24 +519,48 @@ def test_our_paths_name_a_runtime_and_an_input_layout():
         assert ("NHWC input" in label) == (layout == "nhwc")
 
 
-def test_onednn_isa_cap_checks_its_value_and_when_it_is_set(monkeypatch):
-    from mobilenetv3.latency import ONEDNN_ISA_VARIABLE, onednn_isa_cap, set_onednn_isa_cap
+_CAP_SCRIPT = """
+import sys
+from mobilenetv3.latency import machine_info, onednn_isa_cap, set_onednn_isa_cap
+def attempt(isa):
+    try:
+        return set_onednn_isa_cap(isa)
+    except (ValueError, RuntimeError) as e:
+        return f"{type(e).__name__}: {e}"
+if sys.argv[1] == "openvino-first":
+    import openvino  # noqa: F401  (oneDNN may read the variable from here on)
+    print(attempt("AVX2")); print(onednn_isa_cap())
+else:
+    print(onednn_isa_cap()); print(attempt("avx513")); print(attempt(" avx512_core_vnni"))
+    print(onednn_isa_cap(), machine_info()["onednn_max_cpu_isa"]); print(attempt("AVX512_CORE_VNNI"))
+    print(attempt("AVX2"))
+"""
 
-    monkeypatch.delenv(ONEDNN_ISA_VARIABLE, raising=False)
-    monkeypatch.delitem(sys.modules, "openvino", raising=False)
-    assert onednn_isa_cap() is None
-    with pytest.raises(ValueError, match="unknown oneDNN instruction set 'avx513'.*AVX512_CORE_VNNI"):
-        set_onednn_isa_cap("avx513")  # oneDNN itself would ignore it without a word
-    assert set_onednn_isa_cap(" avx512_core_vnni") == "AVX512_CORE_VNNI"
-    assert onednn_isa_cap() == "AVX512_CORE_VNNI" and machine_info()["onednn_max_cpu_isa"] == "AVX512_CORE_VNNI"
-    assert set_onednn_isa_cap("AVX512_CORE_VNNI") == "AVX512_CORE_VNNI"  # the same value again: fine
-    with pytest.raises(ValueError, match="already 'AVX512_CORE_VNNI'.*keeps the first value"):
-        set_onednn_isa_cap("AVX2")
-    monkeypatch.delenv(ONEDNN_ISA_VARIABLE)
-    monkeypatch.setitem(sys.modules, "openvino", object())  # loaded: oneDNN may have read the variable already
-    with pytest.raises(RuntimeError, match="before importing openvino"):
-        set_onednn_isa_cap("AVX2")
-    assert onednn_isa_cap() is None
+
+def test_onednn_isa_cap_checks_its_value_and_when_it_is_set():
+    """In fresh processes: oneDNN reads the variable once per process, and the checks look at what this process
+    has loaded (the test process has OpenVINO loaded by other tests)."""
+    import subprocess
+
+    from mobilenetv3.latency import ONEDNN_ISA_VARIABLE
+
+    env = {k: v for k, v in os.environ.items() if k != ONEDNN_ISA_VARIABLE}
+
+    def lines(mode):
+        return subprocess.run([sys.executable, "-c", _CAP_SCRIPT, mode], env=env, check=True, capture_output=True,
+                              text=True).stdout.splitlines()
+
+    out = lines("plain")
+    assert out[0] == "None"
+    assert out[1].startswith("ValueError: unknown oneDNN instruction set 'avx513'") and "AVX512_CORE_VNNI" in out[1]
+    assert out[2] == "AVX512_CORE_VNNI" and out[3] == "AVX512_CORE_VNNI AVX512_CORE_VNNI"
+    assert out[4] == "AVX512_CORE_VNNI"  # the same value again: fine
+    assert out[5].startswith("ValueError: $ONEDNN_MAX_CPU_ISA is already 'AVX512_CORE_VNNI'")
+    assert "keeps the first value" in out[5]
+    pytest.importorskip("openvino")
+    out = lines("openvino-first")
+    assert out[0].startswith("RuntimeError: OpenVINO is already loaded") and "before importing openvino" in out[0]
+    assert out[1] == "None"
 
 
 def test_onednn_isa_cap_moves_openvino_int8_off_amx(tmp_path):
