@@ -49,6 +49,7 @@ from mobilenetv3.deploy.quantize import (
 )
 from mobilenetv3.latency import (
     CLOCKS,
+    isa_cap_note,
     machine_info,
     openvino_compile,
     ort_session,
@@ -199,7 +200,7 @@ def print_ablation(res: dict) -> None:
           f"{res['rounds']} interleaved rounds, {res['clock']} clock, onnxruntime {res['onnxruntime']}"
           + (f", OpenVINO {res['openvino']}" if res.get("openvino") else "") + f", {m['date']}, "
           f"load average "
-          f"{m['load_avg_1m']} -> {m['load_avg_1m_end']}{_cap(m)}")
+          f"{m['load_avg_1m']} -> {m['load_avg_1m_end']}{isa_cap_note(m.get('onednn_max_cpu_isa'))}")
     ov = res.get("runtime") == "openvino"
     print(f"{'model':<20} {'set-up':<42} {'median ms':>10} {'round range':>14} {'vs float':>9}")
     for r in res["rows"]:
@@ -273,7 +274,8 @@ def print_toolchains(res: dict) -> None:
     print(f"CPU: {m['cpu']}, {res['threads']} thread(s), batch 1, {res['resolution']}x{res['resolution']}, torch "
           f"{res['torch']}, Inductor cpp_wrapper={res['cpp_wrapper']}, {res['rounds']} interleaved rounds, "
           f"{res['clock']} clock, "
-          f"{m['date']}, load average {m['load_avg_1m']} -> {m['load_avg_1m_end']}{_cap(m)}")
+          f"{m['date']}, load average {m['load_avg_1m']} -> {m['load_avg_1m_end']}"
+          f"{isa_cap_note(m.get('onednn_max_cpu_isa'))}")
     print(f"{'model':<20} {'set-up':<34} {'median ms':>10} {'round range':>14} {'vs ORT float':>13}")
     for r in res["rows"]:
         lo, hi = min(r["round_medians_ms"]), max(r["round_medians_ms"])
@@ -368,16 +370,11 @@ def _eval_fixed(module, dataset, limit) -> dict:
     return {"top1": 100.0 * float((p == lab).mean()), "predictions": p}
 
 
-def _cap(m: dict) -> str:
-    """The oneDNN instruction-set cap the run had, for a header line (every oneDNN kernel ran under it)."""
-    return f", ONEDNN_MAX_CPU_ISA={m['onednn_max_cpu_isa']}" if m.get("onednn_max_cpu_isa") else ""
-
-
 def print_accuracy(res: dict) -> None:
     m = res["machine"]
     print(f"{res['run_dir']} ({res['checkpoint']} checkpoint, {res['weights']} weights), {res['data']} test set at "
           f"{res['resolution']}x{res['resolution']}x{res['channels']}, calibrated on {res['calibration_samples']} "
-          f"training images; {m['cpu']}, {m['date']}{_cap(m)}")
+          f"training images; {m['cpu']}, {m['date']}{isa_cap_note(m.get('onednn_max_cpu_isa'))}")
     for k, v in res["results"].items():
         print(f"  {k:<58} {v if isinstance(v, bool) else f'{v:.2f}%'}")
     print(f"files in {res['files']}")

@@ -361,11 +361,6 @@ def _print_ort_profile(title: str, prof: dict) -> None:
     print(_table(["op", "ms", "share"], [[k, _ms(v), f"{100 * v / total:.1f}%"] for k, v in prof["by_op"].items()]))
 
 
-def _isa_note(info: dict) -> str:
-    cap = info.get("onednn_max_cpu_isa")
-    return f", oneDNN instruction set capped at {cap}" if cap else ""
-
-
 def _isa_hint(results: list[dict]) -> None:
     """On a CPU with AMX, point an uncapped OpenVINO int8 timing at the cap that measured faster."""
     from .latency import INT8_ISA_CAP, cpu_peak, onednn_isa_cap
@@ -402,7 +397,8 @@ def _latency_of_onnx_file(args: argparse.Namespace) -> int:
         _print_json({"results": [result], f"per_layer_{runtime.split('-')[0]}": prof})
         return 0
     print(f"{args.name}, input {'x'.join(map(str, result['input_shape']))}, {result['threads']} thread(s), "
-          f"{result['cpu']} (load {result['load_avg_1m']}), {result['date']}" + _isa_note(result))
+          f"{result['cpu']} (load {result['load_avg_1m']}), {result['date']}"
+          + latency.isa_cap_note(result.get("onednn_max_cpu_isa")))
     print(_table(["runtime", "median ms", "p10", "p90", "mean", "runs", "set-up"],
                  [[result["runtime"], _ms(result["median_ms"]), _ms(result["p10_ms"]), _ms(result["p90_ms"]),
                    _ms(result["mean_ms"]), result["runs"], f"{result['detail']} ({result['runtime_version']})"]],
@@ -462,7 +458,7 @@ def cmd_latency(args: argparse.Namespace) -> int:
     first, info = results[0], latency.machine_info()
     print(f"{first['model']}, input {'x'.join(map(str, first['input_shape']))}, {first['threads']} thread(s), "
           f"{info['cpu']} ({info['logical_cpus']} logical CPUs, load {info['load_avg_1m']}), {first['date']}"
-          + _isa_note(info))
+          + latency.isa_cap_note(info["onednn_max_cpu_isa"]))
     print(_table(["runtime", "median ms", "p10", "p90", "mean", "runs", "speed-up vs eager", "set-up"],
                  [[r["runtime"], _ms(r["median_ms"]), _ms(r["p10_ms"]), _ms(r["p90_ms"]), _ms(r["mean_ms"]),
                    r["runs"], f"{r['vs_eager']:.2f}x" if r["vs_eager"] else "-",

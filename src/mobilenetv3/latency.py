@@ -256,6 +256,12 @@ def onednn_isa_cap() -> str | None:
     return os.environ.get(ONEDNN_ISA_VARIABLE) or None
 
 
+def isa_cap_note(cap: str | None) -> str:
+    """``", ONEDNN_MAX_CPU_ISA=CAP"`` for a header or set-up line when ``cap`` is set (e.g. ``machine_info()``'s
+    ``onednn_max_cpu_isa``), else ``""``: every figure says whether it ran under a cap."""
+    return f", {ONEDNN_ISA_VARIABLE}={cap}" if cap else ""
+
+
 def check_onednn_isa(isa: str) -> str:
     """``isa`` as oneDNN spells it (upper case), or a ValueError listing the accepted names."""
     name = str(isa).strip().upper()
@@ -570,8 +576,7 @@ def _openvino_prepared(runtime: str, path: Any, x: torch.Tensor, threads: int, p
     used = compiled.get_property("INFERENCE_PRECISION_HINT").to_string()  # what the CPU plugin took: f32, bf16
     detail += (f", CPU, INFERENCE_NUM_THREADS={threads}, NUM_STREAMS=1, LATENCY hint, no pinning, "
                f"INFERENCE_PRECISION_HINT={used}")
-    if onednn_isa_cap():
-        detail += f", {ONEDNN_ISA_VARIABLE}={onednn_isa_cap()}"
+    detail += isa_cap_note(onednn_isa_cap())
     return Prepared(runtime, detail, run, ov.__version__, threads,
                     {"inference_precision": used, **(extra or {})})
 
@@ -1406,10 +1411,10 @@ def compare_with_peers(models: Sequence[str] = tuple(PEER_MODELS), *, resolution
         ours_runners, _ = ours_prepare(models, resolution, threads, ours, on_step=step)
         runners: dict[Any, Any] = {}
         for name in models:
-            for label, runtime in OUR_PATHS.items():
-                if runtime in ours:
+            for label, path in OUR_PATHS.items():
+                if path in ours:
                     runners[(name, label, "ours")] = ours_runners[(name, label)]
-                if runtime in to_cap:
+                if path in to_cap:
                     runners[(name, label + suffix, "ours")] = PeerPath(capped_worker, name, label + suffix)
             for label in peer_info["details"][name]:
                 runners[(name, label, "peer")] = PeerPath(worker, name, label)
