@@ -452,6 +452,10 @@ def test_nhwc_input_is_evaluated_alike_and_openvino_drops_the_input_reorder(smal
     runs = {layout: prepare_runtime("openvino", small_noise_bn, x, 1, input_layout=layout).run()
             for layout in ("nchw", "nhwc")}
     np.testing.assert_allclose(runs["nhwc"], runs["nchw"], atol=1e-5)
+    int8 = {layout: prepare_runtime("openvino-int8", small_noise_bn, x, 1, input_layout=layout)
+            for layout in ("nchw", "nhwc")}  # the same calibration, so the same quantisation
+    assert "NHWC input" in int8["nhwc"].detail
+    np.testing.assert_allclose(int8["nhwc"].run(), int8["nchw"].run(), atol=1e-4)
     with pytest.raises(ValueError, match="applies to the OpenVINO runtimes"):
         prepare_runtime("eager", small_noise_bn, x, 1, input_layout="nhwc")
     # OpenVINO reorders an NCHW input for the stem convolution; an NHWC input reaches the stem as it is
@@ -459,6 +463,59 @@ def test_nhwc_input_is_evaluated_alike_and_openvino_drops_the_input_reorder(smal
                          if n["kind"].startswith("Reorder") and n["node"].startswith("input")]
                 for layout, path in paths.items()}
     assert reorders["nchw"] and not reorders["nhwc"]
+
+
+_LINUX = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="sigaltstack as Linux lays it out")
+
+
+@_LINUX
+def test_keeping_signal_stack_gives_the_thread_its_own_stack_back():
+    import ctypes
+
+    from mobilenetv3.latency import _SignalStack, keeping_signal_stack, signal_stack
+
+    before = signal_stack()
+    memory = ctypes.create_string_buffer(64 * 1024)
+    with keeping_signal_stack():  # what OpenVINO's compile does: a stack of its own on this thread
+        assert ctypes.CDLL(None).sigaltstack(ctypes.byref(_SignalStack(ctypes.addressof(memory), 0, len(memory))),
+                                             None) == 0
+        assert signal_stack() == (ctypes.addressof(memory), 0, len(memory))
+    assert signal_stack() == before
+
+
+_SIGNAL_STACK_SCRIPT = """
+import gc, signal, subprocess, sys
+from mobilenetv3 import build, get_spec
+from mobilenetv3.deploy import export_onnx
+from mobilenetv3.latency import openvino_compile, openvino_forward, signal_stack
+import numpy as np
+path = sys.argv[1]
+export_onnx(build(get_spec("mobilenet_v3_small", 0.35)).eval(), path, resolution=32, ort_nchwc=False)
+before = signal_stack()
+signal.signal(signal.SIGCHLD, lambda *args: None)  # as PyTorch's DataLoader does once it has used workers
+first, second = openvino_compile(path), openvino_compile(path)
+del first  # released in the order made: OpenVINO's alternate stack for the second model is freed here
+openvino_forward(second)(np.zeros((1, 3, 32, 32), np.float32))
+del second
+gc.collect()
+print(signal_stack() == before, flush=True)
+subprocess.run([sys.executable, "-c", "pass"], check=True)  # its SIGCHLD runs the Python handler
+print("survived", flush=True)
+"""
+
+
+@_LINUX
+def test_openvino_models_released_in_order_leave_signal_handlers_working(tmp_path):
+    """Two compiled models released first-made-first: without ``keeping_signal_stack`` the child's SIGCHLD
+    killed the process with a segmentation fault (OpenVINO 2026.4 left a freed alternate stack on the
+    thread). In a fresh process, since the failure takes the process down."""
+    pytest.importorskip("openvino")
+    import subprocess
+
+    run = subprocess.run([sys.executable, "-c", _SIGNAL_STACK_SCRIPT, str(tmp_path / "m.onnx")],
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, (run.returncode, run.stderr[-2000:])
+    assert run.stdout.split() == ["True", "survived"]
 
 
 def test_measure_openvino_runtimes(small_noise_bn):

@@ -83,6 +83,7 @@ this machine: V3 against V2 (Table 3), the h-swish ablation (Table 5, :func:`hsw
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import dataclasses
 import datetime as _dt
 import json
@@ -532,6 +533,45 @@ def _litert(model: nn.Module, x: torch.Tensor, threads: int) -> Prepared:
                     run, getattr(version, "__version__", "?"), threads)
 
 
+class _SignalStack(ctypes.Structure):
+    """Linux's ``stack_t``: the alternate stack a thread's signal handlers run on (``sigaltstack(2)``)."""
+
+    _fields_ = [("sp", ctypes.c_void_p), ("flags", ctypes.c_int), ("size", ctypes.c_size_t)]
+
+
+def signal_stack() -> tuple[int, int, int] | None:
+    """This thread's alternate signal stack as ``(address, flags, size)`` (flags 2: none), or ``None`` off Linux."""
+    if not sys.platform.startswith("linux"):
+        return None
+    current = _SignalStack()
+    if ctypes.CDLL(None, use_errno=True).sigaltstack(None, ctypes.byref(current)) != 0:
+        return None
+    return current.sp or 0, current.flags, current.size
+
+
+@contextlib.contextmanager
+def keeping_signal_stack() -> Iterator[None]:
+    """Give this thread back its own alternate signal stack after the block.
+
+    OpenVINO's CPU plugin (seen in 2026.4) installs an alternate signal stack on the thread that compiles a
+    model and frees it with the objects that own it. Two compiled models released in the order they were made
+    leave the thread's alternate stack pointing at freed memory, and Python runs its signal handlers (SIGINT,
+    SIGTERM, a SIGCHLD handler such as PyTorch's DataLoader installs) on that stack: the next signal is then a
+    segmentation fault that no handler can report, or a write into memory in use. OpenVINO installs no signal
+    handler of its own, so it does not need the stack."""
+    if not sys.platform.startswith("linux"):
+        yield
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    before = _SignalStack()
+    saved = libc.sigaltstack(None, ctypes.byref(before)) == 0
+    try:
+        yield
+    finally:
+        if saved:
+            libc.sigaltstack(ctypes.byref(before), None)
+
+
 def openvino_compile(source: Any, threads: int = 1, precision: str = "f32", perf_count: bool = False) -> Any:
     """An OpenVINO CPU model compiled for latency from ``source`` (an ONNX or IR file, or an ``ov.Model``):
     ``INFERENCE_NUM_THREADS=threads``, one stream, the LATENCY hint, no core pinning (the OS schedules it, as it
@@ -543,7 +583,8 @@ def openvino_compile(source: Any, threads: int = 1, precision: str = "f32", perf
     model = core.read_model(str(source)) if isinstance(source, (str, os.PathLike)) else source
     config = {"INFERENCE_NUM_THREADS": threads, "NUM_STREAMS": 1, "PERFORMANCE_HINT": "LATENCY",
               "ENABLE_CPU_PINNING": False, "INFERENCE_PRECISION_HINT": precision, "PERF_COUNT": perf_count}
-    return core.compile_model(model, "CPU", config)
+    with keeping_signal_stack():  # see there: OpenVINO's own alternate stack can outlive its memory
+        return core.compile_model(model, "CPU", config)
 
 
 def openvino_forward(compiled: Any) -> Callable[[Any], Any]:
