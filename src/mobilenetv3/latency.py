@@ -539,14 +539,17 @@ class _SignalStack(ctypes.Structure):
     _fields_ = [("sp", ctypes.c_void_p), ("flags", ctypes.c_int), ("size", ctypes.c_size_t)]
 
 
-def signal_stack() -> tuple[int, int, int] | None:
-    """This thread's alternate signal stack as ``(address, flags, size)`` (flags 2: none), or ``None`` off Linux."""
+def _current_signal_stack() -> _SignalStack | None:
     if not sys.platform.startswith("linux"):
         return None
     current = _SignalStack()
-    if ctypes.CDLL(None, use_errno=True).sigaltstack(None, ctypes.byref(current)) != 0:
-        return None
-    return current.sp or 0, current.flags, current.size
+    return current if ctypes.CDLL(None).sigaltstack(None, ctypes.byref(current)) == 0 else None
+
+
+def signal_stack() -> tuple[int, int, int] | None:
+    """This thread's alternate signal stack as ``(address, flags, size)`` (flags 2: none), or ``None`` off Linux."""
+    current = _current_signal_stack()
+    return None if current is None else (current.sp or 0, current.flags, current.size)
 
 
 @contextlib.contextmanager
@@ -558,18 +561,13 @@ def keeping_signal_stack() -> Iterator[None]:
     leave the thread's alternate stack pointing at freed memory, and Python runs its signal handlers (SIGINT,
     SIGTERM, a SIGCHLD handler such as PyTorch's DataLoader installs) on that stack: the next signal is then a
     segmentation fault that no handler can report, or a write into memory in use. OpenVINO installs no signal
-    handler of its own, so it does not need the stack."""
-    if not sys.platform.startswith("linux"):
-        yield
-        return
-    libc = ctypes.CDLL(None, use_errno=True)
-    before = _SignalStack()
-    saved = libc.sigaltstack(None, ctypes.byref(before)) == 0
+    handler of its own, so it does not need the stack. Linux only; elsewhere the block runs as it is."""
+    before = _current_signal_stack()
     try:
         yield
     finally:
-        if saved:
-            libc.sigaltstack(ctypes.byref(before), None)
+        if before is not None:
+            ctypes.CDLL(None).sigaltstack(ctypes.byref(before), None)
 
 
 def openvino_compile(source: Any, threads: int = 1, precision: str = "f32", perf_count: bool = False) -> Any:
