@@ -277,6 +277,27 @@ def test_holdout_validates_on_training_images_and_leaves_the_test_split_to_eval(
     assert code == 2 and "holdout is 45 in this run, got 10" in err
 
 
+def test_init_fine_tunes_a_run_at_another_resolution(tmp_path, image_folder, capsys):
+    """The second stage of the long Large recipe: `--init RUN --resolution R` starts from RUN's EMA weights (no
+    weight depends on the resolution), takes RUN's data, and trains and records the new resolution."""
+    first, _ = train_on_folder(capsys, tmp_path, image_folder, "--epochs", "1", "--batch-size", "30")
+    source = {k.removeprefix("ema."): v for k, v in last_weights(first).items() if k.startswith("ema.")}
+    out = tmp_path / "fine"
+    code, _, err = run_cli(capsys, "train", "--init", first, "--resolution", "24", "--epochs", "1", "--batch-size",
+                           "30", "--lr", "1e-9", "--warmup-epochs", "0", "--out", out, "--quiet", "--no-tensorboard")
+    assert code == 0, err
+    config = json.loads((out / "config.json").read_text())["train"]
+    assert (config["init"], config["data"], config["resolution"]) == (str(first), image_folder, 24)
+    assert ArchSpec.load(out / "spec.json").resolution == 24
+    tuned = {k.removeprefix("model."): v for k, v in last_weights(out).items() if k.startswith("model.")}
+    convs = [k for k, v in source.items() if k.endswith("weight") and v.dim() == 4]
+    assert len(convs) >= 10
+    for k in convs:  # at lr 1e-9 the weights stay the source's EMA weights
+        torch.testing.assert_close(tuned[k], source[k], rtol=0, atol=1e-6)
+    # while BatchNorm's running statistics follow the activations at the new resolution
+    assert any(not torch.equal(tuned[k], source[k]) for k in source if k.endswith("running_var"))
+
+
 def test_holdout_needs_data_it_can_split(tmp_path, spec_file):
     with pytest.raises(ValueError, match="not to a custom train_set"):
         small_run(tmp_path / "run", spec_file, holdout=10)
