@@ -472,12 +472,12 @@ _LINUX = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="sigalt
 def test_keeping_signal_stack_gives_the_thread_its_own_stack_back():
     import ctypes
 
-    from mobilenetv3.latency import _SignalStack, keeping_signal_stack, signal_stack
+    from mobilenetv3.runtime.signal_stack import StackT, keeping_signal_stack, signal_stack
 
     before = signal_stack()
     memory = ctypes.create_string_buffer(64 * 1024)
     with keeping_signal_stack():  # what OpenVINO's compile does: a stack of its own on this thread
-        assert ctypes.CDLL(None).sigaltstack(ctypes.byref(_SignalStack(ctypes.addressof(memory), 0, len(memory))),
+        assert ctypes.CDLL(None).sigaltstack(ctypes.byref(StackT(ctypes.addressof(memory), 0, len(memory))),
                                              None) == 0
         assert signal_stack() == (ctypes.addressof(memory), 0, len(memory))
     assert signal_stack() == before

@@ -339,11 +339,11 @@ def _int8_profile(model, args: argparse.Namespace) -> dict:
     import os
     import tempfile
 
-    from .deploy.onnx_export import _input_shape
     from .deploy.quantize import profile_onnx, quantize_onnx, random_calibration_data
+    from .inputs import input_shape_for
     from .latency import _feature_names
 
-    shape = _input_shape(model, None, args.resolution, args.batch)
+    shape = input_shape_for(model, None, args.resolution, args.batch)
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "int8.onnx")
         quantize_onnx(model, path, random_calibration_data(shape), input_shape=shape, verify=False)
@@ -507,7 +507,7 @@ def _calibration(args: argparse.Namespace, trained: bool, shape: tuple[int, ...]
 
 
 def _export_int8(args: argparse.Namespace, model, trained: bool) -> int:
-    from .deploy.onnx_export import _input_shape
+    from .inputs import input_shape_for
     from .latency import MissingExtraError, require
 
     try:
@@ -518,7 +518,7 @@ def _export_int8(args: argparse.Namespace, model, trained: bool) -> int:
             from .deploy.quantize import _pt2e_modules
 
             _pt2e_modules()
-        shape = _input_shape(model, None, args.resolution, args.batch)
+        shape = input_shape_for(model, None, args.resolution, args.batch)
         calib, source = _calibration(args, trained, shape)
         qat_state = None
         if trained and args.int8_toolchain == "onnxruntime":

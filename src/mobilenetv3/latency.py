@@ -82,6 +82,7 @@ this machine: V3 against V2 (Table 3), the h-swish ablation (Table 5, :func:`hsw
 
 from __future__ import annotations
 
+# ruff: noqa: F401  (names moved to extras, inputs and runtime/ are re-exported here until every user imports them there)
 import contextlib
 import ctypes
 import dataclasses
@@ -103,6 +104,35 @@ import torch
 from torch import nn
 
 from .cost import spec_cost
+from .extras import MissingExtraError, require
+from .inputs import (
+    InputError,
+    as_model,
+    check_input,
+    check_input_shape,
+    example_input,
+    min_resolution,
+    model_dtype,
+    model_spec,
+    resolve_input,
+)
+from .runtime.cpu import (
+    INT8_ISA_CAP,
+    ONEDNN_ISA_VARIABLE,
+    ONEDNN_ISAS,
+    check_onednn_isa,
+    cpu_model,
+    cpu_peak,
+    isa_cap_note,
+    machine_info,
+    onednn_isa_cap,
+    pinned_threads,
+    set_onednn_isa_cap,
+)
+from .runtime.onnxruntime import ort_session, parse_ort_profile, profile_onnx
+from .runtime.openvino import openvino_compile, openvino_forward
+from .runtime.signal_stack import keeping_signal_stack, signal_stack
+from .runtime.timing import CLOCKS, TimingStats, clock_timer, percentile, time_callable, time_interleaved
 from .spec import ArchSpec
 
 RUNTIMES = ("eager", "frozen", "onnxruntime", "onnxruntime-int8", "openvino", "openvino-int8", "openvino-bf16",
@@ -113,279 +143,7 @@ FROZEN_METHODS = ("torchscript", "torchscript_ofi", "compile")
 DEFAULT_FROZEN = "torchscript"
 
 
-class InputError(ValueError):
-    """An input a model cannot take: the message says what was given and what is expected."""
-
-
-class MissingExtraError(ImportError):
-    """An optional dependency is not installed; the message names the extra that provides it."""
-
-
-def require(module: str, extra: str | None = "deploy", purpose: str = "") -> Any:
-    """Import ``module`` or raise :class:`MissingExtraError` naming the extra to install (``extra=None``: the
-    package itself)."""
-    import importlib
-
-    try:
-        return importlib.import_module(module)
-    except ImportError:
-        what = f" (needed for {purpose})" if purpose else ""
-        how = f"pip install 'mobilenetv3[{extra}]'" if extra else f"pip install {module}"
-        raise MissingExtraError(f"{module} is not installed{what}; install it with: {how}") from None
-
-
-# -- statistics -------------------------------------------------------------------------------------------
-def percentile(values: Sequence[float], q: float) -> float:
-    """The ``q``-th percentile (0-100) with linear interpolation between order statistics (numpy's default)."""
-    if not values:
-        raise ValueError("percentile of no values")
-    if not 0 <= q <= 100:
-        raise ValueError(f"q must be in [0, 100], got {q}")
-    s = sorted(values)
-    pos = (len(s) - 1) * q / 100
-    lo = math.floor(pos)
-    hi = min(lo + 1, len(s) - 1)
-    return s[lo] + (s[hi] - s[lo]) * (pos - lo)
-
-
-@dataclass(frozen=True)
-class TimingStats:
-    """Summary of timed runs, in milliseconds."""
-
-    runs: int
-    median_ms: float
-    p10_ms: float
-    p90_ms: float
-    mean_ms: float
-    min_ms: float
-    max_ms: float
-    total_s: float
-
-    @classmethod
-    def from_samples(cls, samples_s: Sequence[float]) -> TimingStats:
-        if not samples_s:
-            raise ValueError("no timed runs")
-        ms = [s * 1e3 for s in samples_s]
-        return cls(runs=len(ms), median_ms=percentile(ms, 50), p10_ms=percentile(ms, 10),
-                   p90_ms=percentile(ms, 90), mean_ms=sum(ms) / len(ms), min_ms=min(ms), max_ms=max(ms),
-                   total_s=sum(samples_s))
-
-
-# wall: elapsed time. cpu: the calling thread's CPU time, which leaves out the time the scheduler gives other
-# processes on a busy machine; with one thread PyTorch and ONNX Runtime compute on the calling thread, so it is the
-# forward pass's own time there (with more threads it would miss the other threads' work: refused).
-CLOCKS: dict[str, Callable[[], float]] = {"wall": time.perf_counter, "cpu": time.thread_time}
-
-
-def clock_timer(clock: str, threads: int = 1) -> Callable[[], float]:
-    """The timer of ``clock`` (:data:`CLOCKS`); ``cpu`` only with one thread."""
-    if clock not in CLOCKS:
-        raise ValueError(f"unknown clock {clock!r} (choose from {', '.join(CLOCKS)})")
-    if clock == "cpu" and threads != 1:
-        raise ValueError(f"the cpu clock times the calling thread only, so it needs threads=1 (got {threads}); "
-                         "use the wall clock with several threads")
-    return CLOCKS[clock]
-
-
-def time_callable(fn: Callable[[], Any], *, warmup: int = 10, min_runs: int = 50, min_seconds: float = 2.0,
-                  max_runs: int = 100_000, max_seconds: float = 120.0,
-                  timer: Callable[[], float] = time.perf_counter) -> TimingStats:
-    """Call ``fn`` ``warmup`` times untimed, then time single calls until there are at least ``min_runs`` of
-    them and at least ``min_seconds`` have passed.
-
-    Two limits stop a slow callable early: ``max_runs`` calls, or ``max_seconds`` of timing (after at least one
-    run). ``timer`` is injectable so the bookkeeping can be tested with a fake clock.
-    """
-    if warmup < 0 or min_runs < 1 or max_runs < 1 or min_seconds < 0 or max_seconds <= 0:
-        raise ValueError("warmup >= 0, min_runs >= 1, max_runs >= 1, min_seconds >= 0 and max_seconds > 0 needed")
-    for _ in range(warmup):
-        fn()
-    samples: list[float] = []
-    start = timer()
-    while True:
-        t0 = timer()
-        fn()
-        t1 = timer()
-        samples.append(t1 - t0)
-        elapsed = t1 - start
-        if len(samples) >= max_runs or elapsed >= max_seconds:
-            break
-        if len(samples) >= min_runs and elapsed >= min_seconds:
-            break
-    return TimingStats.from_samples(samples)
-
-
-# -- machine facts ----------------------------------------------------------------------------------------
-def cpu_model() -> str:
-    """The CPU's model name from /proc/cpuinfo (Linux), else what the platform module knows."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown"
-
-
-def machine_info() -> dict[str, Any]:
-    """CPU model, logical CPUs, 1-minute load average (others' work on the machine), the date (UTC) and the
-    oneDNN instruction-set cap in force (:func:`onednn_isa_cap`; None: oneDNN picks)."""
-    try:
-        load = round(os.getloadavg()[0], 2)
-    except (AttributeError, OSError):
-        load = None
-    return {"cpu": cpu_model(), "logical_cpus": os.cpu_count(), "load_avg_1m": load,
-            "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-            "onednn_max_cpu_isa": onednn_isa_cap()}
-
-
-# -- oneDNN's instruction-set cap ---------------------------------------------------------------------------
-# OpenVINO's CPU plugin and PyTorch run their convolutions on oneDNN, which picks the newest instruction set the
-# CPU has and reads this variable once, when it generates its first kernel in the process.
-ONEDNN_ISA_VARIABLE = "ONEDNN_MAX_CPU_ISA"
-# The values oneDNN 3.x accepts (its "CPU dispatcher control" guide); it ignores any other without a word.
-ONEDNN_ISAS = ("SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2", "AVX512_CORE", "AVX512_CORE_VNNI",
-               "AVX512_CORE_BF16", "AVX512_CORE_FP16", "AVX512_CORE_AMX", "AVX512_CORE_AMX_FP16", "AVX10_1_512",
-               "AVX10_1_512_AMX", "AVX10_1_512_AMX_FP16", "AVX10_2_512", "AVX10_2_512_AMX_2", "DEFAULT")
-# The cap measured faster for batch-1 int8 on a CPU with AMX: OpenVINO's 1x1 int8 convolutions then run on
-# AVX-512 VNNI instead of AMX tiles, whose set-up costs more than it saves on these small matrices (module doc).
-INT8_ISA_CAP = "AVX512_CORE_VNNI"
-
-
-def onednn_isa_cap() -> str | None:
-    """The oneDNN instruction-set cap this process runs under (``$ONEDNN_MAX_CPU_ISA``), or None."""
-    return os.environ.get(ONEDNN_ISA_VARIABLE) or None
-
-
-def isa_cap_note(cap: str | None) -> str:
-    """``", ONEDNN_MAX_CPU_ISA=CAP"`` for a header or set-up line when ``cap`` is set (e.g. ``machine_info()``'s
-    ``onednn_max_cpu_isa``), else ``""``: every figure says whether it ran under a cap."""
-    return f", {ONEDNN_ISA_VARIABLE}={cap}" if cap else ""
-
-
-def check_onednn_isa(isa: str) -> str:
-    """``isa`` as oneDNN spells it (upper case), or a ValueError listing the accepted names."""
-    name = str(isa).strip().upper()
-    if name not in ONEDNN_ISAS:
-        raise ValueError(f"unknown oneDNN instruction set {isa!r} (choose from {', '.join(ONEDNN_ISAS)})")
-    return name
-
-
-def set_onednn_isa_cap(isa: str) -> str:
-    """Cap the instruction set oneDNN (OpenVINO's CPU plugin, PyTorch) may use in this process, e.g.
-    :data:`INT8_ISA_CAP`; returns the name set.
-
-    oneDNN reads the cap once, when it generates its first kernel, so this must run before any model runs in
-    OpenVINO or PyTorch: it refuses once OpenVINO has been imported, or when ``$ONEDNN_MAX_CPU_ISA`` already holds
-    another value (set in the shell, it applies from the start: the safest way). PyTorch cannot be checked: call
-    it before the first forward pass. To time a capped path next to uncapped ones in one run, use
-    ``compare_with_peers(isa_cap=...)``, which runs the capped paths in a worker process.
-    """
-    name = check_onednn_isa(isa)
-    current = onednn_isa_cap()
-    if current is not None and current.upper() != name:
-        raise ValueError(f"${ONEDNN_ISA_VARIABLE} is already {current!r} in this process; oneDNN keeps the first "
-                         f"value it reads, so {name!r} cannot replace it")
-    if current is None and "openvino" in sys.modules:
-        raise RuntimeError(f"OpenVINO is already loaded in this process, so oneDNN may have read its instruction "
-                           f"set: set ${ONEDNN_ISA_VARIABLE}={name} before importing openvino (or in the shell)")
-    os.environ[ONEDNN_ISA_VARIABLE] = name
-    return name
-
-
-@contextlib.contextmanager
-def pinned_threads(threads: int) -> Iterator[int]:
-    """Set PyTorch's intra-op thread count for the block and restore the previous count afterwards."""
-    if not isinstance(threads, int) or isinstance(threads, bool) or threads < 1:
-        raise ValueError(f"threads must be a positive integer, got {threads!r}")
-    previous = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        yield torch.get_num_threads()
-    finally:
-        torch.set_num_threads(previous)
-
-
 # -- inputs -----------------------------------------------------------------------------------------------
-def min_resolution(spec: ArchSpec) -> int:
-    """The smallest input side a spec's model takes: its stem kernel.
-
-    Every size from there up runs (feature maps are ``ceil(size / stride)``, so a 33x33 input gives a 2x2 map
-    at stride 32 and a 20x20 input a 1x1 map); below the stem kernel the first convolution's window is larger
-    than the image and sees more padding than pixels, so such inputs are refused as almost surely a mistake.
-    """
-    return spec.stem_kernel
-
-
-def check_input_shape(spec: ArchSpec, shape: Sequence[int]) -> None:
-    """Raise :class:`InputError` unless ``shape`` is (N, C, H, W) with the spec's channels and a usable size."""
-    shape = tuple(shape)
-    if len(shape) != 4:
-        raise InputError(f"{spec.name} takes a 4-D input (batch, channels, height, width); got {len(shape)}-D "
-                         f"shape {list(shape)}" + (" (add a batch dimension: x.unsqueeze(0))" if len(shape) == 3
-                                                  else ""))
-    n, c, h, w = shape
-    if n < 1:
-        raise InputError(f"batch size must be at least 1, got {n}")
-    if c != spec.in_channels:
-        raise InputError(f"{spec.name} takes {spec.in_channels}-channel inputs; got {c} channels "
-                         f"(shape {list(shape)})")
-    low = min_resolution(spec)
-    if h < low or w < low:
-        raise InputError(f"input {h}x{w} is too small for {spec.name}: height and width must be at least {low} "
-                         f"(its stem kernel)")
-
-
-def check_input(spec: ArchSpec, x: torch.Tensor, dtype: torch.dtype | None = torch.float32) -> None:
-    """Check a tensor's shape (:func:`check_input_shape`) and dtype (``None``: any floating type)."""
-    if not isinstance(x, torch.Tensor):
-        raise InputError(f"expected a torch.Tensor, got {type(x).__name__}")
-    check_input_shape(spec, x.shape)
-    if not x.dtype.is_floating_point:
-        raise InputError(f"{spec.name} takes floating-point (normalised) images; got dtype {x.dtype} "
-                         "(convert with x.float() after normalising)")
-    if dtype is not None and x.dtype != dtype:
-        raise InputError(f"input dtype {x.dtype} does not match the model's {dtype} (use x.to({dtype}))")
-
-
-def _model_spec(model: nn.Module) -> ArchSpec | None:
-    spec = getattr(model, "spec", None)
-    return spec if isinstance(spec, ArchSpec) else None
-
-
-def _model_dtype(model: nn.Module) -> torch.dtype:
-    p = next(model.parameters(), None)
-    return p.dtype if p is not None else torch.float32
-
-
-def as_model(model: nn.Module | ArchSpec | str) -> nn.Module:
-    """A module from a module, a spec, a zoo name or a spec file path (random weights for the last three)."""
-    if isinstance(model, nn.Module):
-        return model
-    from .model import build
-
-    return build(model)
-
-
-def example_input(model: nn.Module, resolution: int | Sequence[int] | None = None, batch: int = 1,
-                  seed: int = 0) -> torch.Tensor:
-    """A seeded standard-normal input batch for ``model`` at ``resolution`` (default: its spec's)."""
-    spec = _model_spec(model)
-    if resolution is None:
-        if spec is None:
-            raise ValueError("give a resolution for a module without a spec")
-        resolution = spec.resolution
-    h, w = (resolution, resolution) if isinstance(resolution, int) else tuple(resolution)
-    channels = spec.in_channels if spec is not None else 3
-    if spec is not None:
-        check_input_shape(spec, (batch, channels, h, w))
-    elif batch < 1 or h < 1 or w < 1:
-        raise InputError(f"batch and resolution must be positive, got batch {batch}, {h}x{w}")
-    g = torch.Generator().manual_seed(seed)
-    return torch.randn(batch, channels, h, w, generator=g, dtype=_model_dtype(model))
-
-
-# -- runtimes ---------------------------------------------------------------------------------------------
 @dataclass
 class Prepared:
     """A runtime ready to run one forward pass on a fixed input (``run()``) and a description of its set-up."""
@@ -456,23 +214,6 @@ def _frozen(model: nn.Module, x: torch.Tensor, threads: int, method: str, channe
                                                                         "first_run_s": round(build_s, 3)})
 
 
-def ort_session(onnx_path: str | os.PathLike | bytes, threads: int = 1, profile_prefix: str | None = None):
-    """An ONNX Runtime CPU session set up for latency: ``threads`` intra-op threads, one inter-op thread,
-    sequential execution, every graph optimisation; optionally with its profiler on."""
-    ort = require("onnxruntime", purpose="the ONNX Runtime runtime")
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.log_severity_level = 3
-    if profile_prefix is not None:
-        options.enable_profiling = True
-        options.profile_file_prefix = profile_prefix
-    source = onnx_path if isinstance(onnx_path, bytes) else str(onnx_path)
-    return ort.InferenceSession(source, sess_options=options, providers=["CPUExecutionProvider"])
-
-
 def _exported(model: nn.Module, x: torch.Tensor, tmp: str, ort_nchwc: bool = True, input_layout: str = "nchw") -> str:
     """The BN-folded ONNX export; ``ort_nchwc`` applies the graph passes written for ONNX Runtime's blocked layout
     (OpenVINO measured 2.6-3.2% slower with them, so its runtime leaves them out)."""
@@ -532,70 +273,6 @@ def _litert(model: nn.Module, x: torch.Tensor, threads: int) -> Prepared:
     return Prepared("litert", f"litert-torch {litert_version()} conversion, interpreter num_threads={threads}",
                     run, getattr(version, "__version__", "?"), threads)
 
-
-class _SignalStack(ctypes.Structure):
-    """Linux's ``stack_t``: the alternate stack a thread's signal handlers run on (``sigaltstack(2)``)."""
-
-    _fields_ = [("sp", ctypes.c_void_p), ("flags", ctypes.c_int), ("size", ctypes.c_size_t)]
-
-
-def _current_signal_stack() -> _SignalStack | None:
-    if not sys.platform.startswith("linux"):
-        return None
-    current = _SignalStack()
-    return current if ctypes.CDLL(None).sigaltstack(None, ctypes.byref(current)) == 0 else None
-
-
-def signal_stack() -> tuple[int, int, int] | None:
-    """This thread's alternate signal stack as ``(address, flags, size)`` (flags 2: none), or ``None`` off Linux."""
-    current = _current_signal_stack()
-    return None if current is None else (current.sp or 0, current.flags, current.size)
-
-
-@contextlib.contextmanager
-def keeping_signal_stack() -> Iterator[None]:
-    """Give this thread back its own alternate signal stack after the block.
-
-    OpenVINO's CPU plugin (seen in 2026.4) installs an alternate signal stack on the thread that compiles a
-    model and frees it with the objects that own it. Two compiled models released in the order they were made
-    leave the thread's alternate stack pointing at freed memory, and Python runs its signal handlers (SIGINT,
-    SIGTERM, a SIGCHLD handler such as PyTorch's DataLoader installs) on that stack: the next signal is then a
-    segmentation fault that no handler can report, or a write into memory in use. OpenVINO installs no signal
-    handler of its own, so it does not need the stack. Linux only; elsewhere the block runs as it is."""
-    before = _current_signal_stack()
-    try:
-        yield
-    finally:
-        if before is not None:
-            ctypes.CDLL(None).sigaltstack(ctypes.byref(before), None)
-
-
-def openvino_compile(source: Any, threads: int = 1, precision: str = "f32", perf_count: bool = False) -> Any:
-    """An OpenVINO CPU model compiled for latency from ``source`` (an ONNX or IR file, or an ``ov.Model``):
-    ``INFERENCE_NUM_THREADS=threads``, one stream, the LATENCY hint, no core pinning (the OS schedules it, as it
-    does ONNX Runtime's threads) and ``precision`` as the inference precision (``f32``, or ``bf16``: OpenVINO's
-    default on CPUs with AMX / AVX-512 BF16, which a float path must not take silently); ``perf_count`` turns on
-    the per-layer counters :func:`profile_openvino` reads."""
-    ov = require("openvino", extra="openvino", purpose="the OpenVINO runtime")
-    core = ov.Core()
-    model = core.read_model(str(source)) if isinstance(source, (str, os.PathLike)) else source
-    config = {"INFERENCE_NUM_THREADS": threads, "NUM_STREAMS": 1, "PERFORMANCE_HINT": "LATENCY",
-              "ENABLE_CPU_PINNING": False, "INFERENCE_PRECISION_HINT": precision, "PERF_COUNT": perf_count}
-    with keeping_signal_stack():  # see there: OpenVINO's own alternate stack can outlive its memory
-        return core.compile_model(model, "CPU", config)
-
-
-def openvino_forward(compiled: Any) -> Callable[[Any], Any]:
-    """A function running a compiled OpenVINO model on one float32 array and returning its first output (a
-    new array)."""
-    import numpy as np
-
-    request = compiled.create_infer_request()
-
-    def forward(x: Any) -> Any:
-        return request.infer({0: np.ascontiguousarray(x, np.float32)})[0].copy()
-
-    return forward
 
 
 def _openvino_prepared(runtime: str, path: Any, x: torch.Tensor, threads: int, precision: str, detail: str,
@@ -715,18 +392,8 @@ class LatencyResult:
 
 
 def _model_name(model: nn.Module) -> str:
-    spec = _model_spec(model)
+    spec = model_spec(model)
     return spec.name if spec is not None else type(model).__name__
-
-
-def _resolve_input(model: nn.Module, x: torch.Tensor | None, resolution: int | None, batch: int,
-                   require_float32: bool) -> torch.Tensor:
-    spec = _model_spec(model)
-    if x is None:
-        x = example_input(model, resolution, batch)
-    elif spec is not None:
-        check_input(spec, x, torch.float32 if require_float32 else _model_dtype(model))
-    return x
 
 
 def measure_latency(model: nn.Module | ArchSpec | str, *, runtime: str = "eager", resolution: int | None = None,
@@ -757,7 +424,7 @@ def measure_latency(model: nn.Module | ArchSpec | str, *, runtime: str = "eager"
         require("litert_torch", extra="litert", purpose="LiteRT conversion")
         require("ai_edge_litert", extra="litert", purpose="the LiteRT interpreter")
     model = as_model(model)
-    x = _resolve_input(model, x, resolution, batch,
+    x = resolve_input(model, x, resolution, batch,
                        require_float32=runtime in ("onnxruntime", "onnxruntime-int8", "litert", *OPENVINO_RUNTIMES))
     info = machine_info()
     was_training = model.training
@@ -830,7 +497,7 @@ def layer_names(model: nn.Module) -> list[tuple[str, list[nn.Module]]]:
     For a :class:`~mobilenetv3.model.MobileNetV3`: ``stem``, ``block1``... (numbered as in the paper's tables),
     ``last_conv``, ``last_se`` and ``head`` (pool, head conv and classifier). Any other module: its children.
     """
-    spec = _model_spec(model)
+    spec = model_spec(model)
     features = getattr(model, "features", None)
     if spec is None or not isinstance(features, nn.Sequential):
         return [(name, [m]) for name, m in model.named_children()]
@@ -883,7 +550,7 @@ def profile_layers(model: nn.Module | ArchSpec | str, *, resolution: int | None 
     multiply-add shows which layers run below the CPU's best throughput.
     """
     model = as_model(model)
-    x = _resolve_input(model, x, resolution, batch, require_float32=False)
+    x = resolve_input(model, x, resolution, batch, require_float32=False)
     original, was_training = model, model.training
     model.eval()
     if channels_last:  # as the eager runtime measures it (a copy)
@@ -917,53 +584,13 @@ def profile_layers(model: nn.Module | ArchSpec | str, *, resolution: int | None 
         for h in handles:
             h.remove()
         original.train(was_training)
-    spec = _model_spec(model)
+    spec = model_spec(model)
     madds = _stage_madds(spec, tuple(x.shape[-2:])) if spec is not None else {}
     medians = {n: percentile(t, 50) * 1e3 for n, t in times.items() if t}
     total = sum(medians.values()) or 1.0
     return [LayerTime(n, medians[n], percentile(times[n], 90) * 1e3, medians[n] / total, madds.get(n))
             for n, _ in stages if n in medians]
 
-
-_FEATURE_NODE = re.compile(r"(?:^|/)features(?:/features)?\.(\d+)(?:/|$)")
-
-
-def _node_stage(node: str, op: str, names: list[str]) -> str:
-    m = _FEATURE_NODE.search(node)
-    if m:
-        i = int(m.group(1))
-        return names[i] if i < len(names) else f"features.{i}"
-    if op.startswith("Reorder"):
-        return "reorders"  # layout conversions ONNX Runtime inserts for its blocked (NCHWc) convolutions
-    return "head"
-
-
-def parse_ort_profile(events: list[dict[str, Any]], names: list[str] | None = None) -> dict[str, Any]:
-    """Kernel times from an ONNX Runtime profile: each node's median over the runs it appears in (robust to a
-    run disturbed by other work), in ms, summed per op type and per stage.
-
-    ``names`` maps ``features.<i>`` in node names to stage names (default: ``features.<i>`` as is); the layout
-    conversions ONNX Runtime inserts (``ReorderInput``/``ReorderOutput``) have no module and go to ``reorders``,
-    other nodes outside ``features`` to ``head``.
-    """
-    durations: dict[str, list[float]] = {}
-    ops: dict[str, str] = {}
-    for e in events:
-        if e.get("cat") != "Node" or not str(e.get("name", "")).endswith("_kernel_time"):
-            continue
-        node = e["name"][: -len("_kernel_time")]
-        durations.setdefault(node, []).append(float(e.get("dur", 0)) / 1e3)
-        ops[node] = (e.get("args") or {}).get("op_name", "?")
-    by_op: dict[str, float] = {}
-    by_stage: dict[str, float] = {}
-    for node, values in durations.items():
-        ms = percentile(values, 50)
-        by_op[ops[node]] = by_op.get(ops[node], 0.0) + ms
-        stage = _node_stage(node, ops[node], names or [])
-        by_stage[stage] = by_stage.get(stage, 0.0) + ms
-    return {"runs": max((len(v) for v in durations.values()), default=0), "nodes": len(durations),
-            "total_ms": sum(by_op.values()), "by_op": dict(sorted(by_op.items(), key=lambda kv: -kv[1])),
-            "by_stage": by_stage}
 
 
 def profile_onnxruntime(model: nn.Module | ArchSpec | str, *, resolution: int | None = None, batch: int = 1,
@@ -978,20 +605,13 @@ def profile_onnxruntime(model: nn.Module | ArchSpec | str, *, resolution: int | 
     require("onnxruntime", purpose="the ONNX Runtime profiler")
     require("onnx", purpose="exporting to ONNX")
     model = as_model(model).eval()
-    x = _resolve_input(model, x, resolution, batch, require_float32=True)
-    spec = _model_spec(model)
+    x = resolve_input(model, x, resolution, batch, require_float32=True)
+    spec = model_spec(model)
     names = _feature_names(spec) if spec is not None else []
     with tempfile.TemporaryDirectory() as tmp:
-        path = _exported(model, x, tmp)
-        session = ort_session(path, threads, profile_prefix=os.path.join(tmp, "ort_profile"))
-        feed = {session.get_inputs()[0].name: x.numpy()}
-        for _ in range(warmup + runs):
-            session.run(None, feed)
-        events = json.loads(Path(session.end_profiling()).read_text())
-    # Each run's node events come in order; drop the warm-up runs' share.
-    node_events = [e for e in events if e.get("cat") == "Node" and str(e.get("name", "")).endswith("_kernel_time")]
-    per_run = len(node_events) // (warmup + runs)
-    result = parse_ort_profile(node_events[per_run * warmup:], names)
+        result = profile_onnx(_exported(model, x, tmp), threads=threads, warmup=warmup, runs=runs, names=names,
+                              x=x.numpy())
+    del result["nodes"]
     stages = [n for n, _ in layer_names(model)]
     result["by_stage"] = {s: result["by_stage"][s] for s in stages if s in result["by_stage"]} | {
         s: v for s, v in result["by_stage"].items() if s not in stages}
@@ -1032,78 +652,6 @@ def profile_openvino(source: Any, *, threads: int = 1, precision: str = "f32", w
     return {"total_ms": sum(n["ms"] for n in nodes), "by_kind": dict(sorted(by_kind.items(), key=lambda kv: -kv[1])),
             "nodes": nodes, "precision": compiled.get_property("INFERENCE_PRECISION_HINT").to_string(),
             "threads": threads, "runs": runs, "openvino": ov.__version__}
-
-
-# -- interleaved timing -------------------------------------------------------------------------------------
-def time_interleaved(runners: dict[str, Any], *, rounds: int = 3, warmup: int = 5, min_runs: int = 30,
-                     min_seconds: float = 1.0, clock: str = "wall", on_step: Callable[[str], None] | None = None
-                     ) -> dict[str, list[float]]:
-    """Time every runner once per round, round after round (A B C, A B C, ...), so that a change in the machine's
-    load touches all of them alike; returns each runner's per-round median in ms (take the median of those).
-
-    A runner is a callable timed here with :func:`time_callable`, or a :class:`PeerPath` timed by the peer
-    worker with the same settings. ``on_step(label)`` is called after each timing (progress bars).
-    """
-    if not isinstance(rounds, int) or rounds < 1:
-        raise ValueError(f"rounds must be a positive integer, got {rounds!r}")
-    timer = CLOCKS[clock]
-    medians: dict[str, list[float]] = {label: [] for label in runners}
-    for _ in range(rounds):
-        for label, run in runners.items():
-            if isinstance(run, PeerPath):
-                medians[label].append(run.time_round(warmup=warmup, min_runs=min_runs, min_seconds=min_seconds,
-                                                     clock=clock))
-            else:
-                medians[label].append(time_callable(run, warmup=warmup, min_runs=min_runs,
-                                                    min_seconds=min_seconds, timer=timer).median_ms)
-            if on_step is not None:
-                on_step(label)
-    return medians
-
-
-# -- the CPU's peak -----------------------------------------------------------------------------------------
-def cpu_peak(fma_units: int = 2) -> dict[str, Any]:
-    """Single-core peak multiply-adds per second from /proc/cpuinfo: clock x SIMD lanes x FMA units.
-
-    fp32: one FMA instruction does ``lanes`` multiply-adds (16 with AVX-512, 8 with AVX2), and a core issues
-    ``fma_units`` of them per cycle (2 on Xeon Scalable "Gold/Platinum" and later cores; /proc/cpuinfo cannot
-    tell, so it is an argument). int8: one VNNI ``vpdpbusd`` does 4 u8 x s8 products into each 32-bit lane,
-    64 per 512-bit instruction (32 for 256-bit AVX-VNNI); without VNNI, ``vpmaddubsw`` + ``vpmaddwd`` give half
-    that. The clock is /proc/cpuinfo's "cpu MHz" (under a hypervisor the nominal clock, not the turbo one).
-    AMX (``amx_int8``) has a far higher int8 peak (1024 MACs per cycle per core) but ONNX Runtime's int8
-    convolutions do not use it.
-    """
-    flags: set[str] = set()
-    mhz, model = None, "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            key = key.strip()
-            if key == "flags" and not flags:
-                flags = set(value.split())
-            elif key == "cpu MHz" and mhz is None:
-                mhz = float(value)
-            elif key == "model name" and model == "unknown":
-                model = value.strip()
-    except OSError:
-        pass
-    ghz = (mhz or 0.0) / 1000
-    if "avx512f" in flags:
-        lanes, isa = 16, "AVX-512"
-    elif "avx2" in flags and "fma" in flags:
-        lanes, isa = 8, "AVX2+FMA"
-    else:
-        lanes, isa = 4, "SSE"
-    if "avx512_vnni" in flags:
-        int8_per_instr, int8_isa = 64, "AVX-512 VNNI"
-    elif "avx_vnni" in flags:
-        int8_per_instr, int8_isa = 32, "AVX-VNNI"
-    else:
-        int8_per_instr, int8_isa = lanes * 2, f"{isa} (vpmaddubsw)"
-    return {"cpu": model, "ghz": ghz, "fma_units": fma_units, "isa": isa, "fp32_lanes": lanes,
-            "fp32_gmadds": ghz * fma_units * lanes, "int8_isa": int8_isa, "int8_per_instruction": int8_per_instr,
-            "int8_gmacs": ghz * fma_units * int8_per_instr, "amx_int8": "amx_int8" in flags,
-            "flags": sorted(f for f in flags if f.startswith(("avx", "fma", "amx")))}
 
 
 # -- peers: torchvision and timm in their own environment ------------------------------------------------------

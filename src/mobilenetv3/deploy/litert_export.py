@@ -23,9 +23,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..latency import require
+from ..extras import require
+from ..inputs import input_shape_for
 from .fold import fold_bn
-from .onnx_export import ExportMismatchError, ExportReport, _input_shape
+from .onnx_export import ExportMismatchError, ExportReport
 
 
 def convert_litert(model: nn.Module, x: torch.Tensor) -> bytes:
@@ -79,7 +80,7 @@ def export_litert(model: nn.Module, path: str | os.PathLike, *, resolution: int 
     The input shape is fixed. With ``verify`` the file is run in the LiteRT interpreter on a seeded random input
     and compared with the unfolded eager model; :class:`ExportMismatchError` above ``atol``.
     """
-    shape = _input_shape(model, input_shape, resolution, batch)
+    shape = input_shape_for(model, input_shape, resolution, batch)
     was_training = model.training
     model.eval()
     try:

@@ -50,8 +50,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..latency import _model_spec, check_input_shape, ort_session, require
+from ..extras import require
+from ..inputs import input_shape_for
 from ..layers import SameConv2d
+from ..runtime.onnxruntime import ort_session
 from .fold import fold_bn
 
 EXPORTERS = ("torchscript", "dynamo")
@@ -129,20 +131,6 @@ class ExportReport:
         d["input_shape"] = list(self.input_shape)
         d["max_abs_diff"] = self.max_abs_diff
         return d
-
-
-def _input_shape(model: nn.Module, input_shape: Sequence[int] | None, resolution: int | None,
-                 batch: int) -> tuple[int, ...]:
-    spec = _model_spec(model)
-    if input_shape is None:
-        if spec is None and resolution is None:
-            raise ValueError("give input_shape or resolution for a module without a spec")
-        res = resolution or spec.resolution
-        input_shape = (batch, spec.in_channels if spec is not None else 3, res, res)
-    input_shape = tuple(int(v) for v in input_shape)
-    if spec is not None:
-        check_input_shape(spec, input_shape)
-    return input_shape
 
 
 # -- graph passes for ONNX Runtime's blocked (NCHWc) CPU layout -----------------------------------------------
@@ -419,7 +407,7 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, *, resolution: int | 
                          "exporter='torchscript' (the default) or a fixed batch")
     if not isinstance(opset, int) or opset < MIN_OPSET:
         raise ValueError(f"opset must be an integer >= {MIN_OPSET}, got {opset!r}")
-    shape = _input_shape(model, input_shape, resolution, batch)
+    shape = input_shape_for(model, input_shape, resolution, batch)
     if check_resolutions and not dynamic_resolution and any(r != shape[2] or r != shape[3]
                                                             for r in check_resolutions):
         raise ValueError("check_resolutions other than the export size need dynamic_resolution=True")

@@ -78,13 +78,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..latency import require
+from ..extras import require
+from ..inputs import input_shape_for
+from ..runtime.onnxruntime import profile_onnx  # noqa: F401  (re-exported: mnv3 export --profile)
 from .fold import fold_bn
 from .onnx_export import (
     INPUT_LAYOUTS,
     INPUT_NAME,
     _drop_unused_constants,
-    _input_shape,
     export_onnx,
     record_input_layout,
 )
@@ -598,7 +599,7 @@ def quantize_onnx(model: nn.Module, path: str | os.PathLike, calibration: Sequen
     options = options or Int8Options()
     if input_layout not in INPUT_LAYOUTS:
         raise ValueError(f"unknown input layout {input_layout!r} (choose from {', '.join(INPUT_LAYOUTS)})")
-    shape = _input_shape(model, input_shape, resolution, batch)
+    shape = input_shape_for(model, input_shape, resolution, batch)
     calibration = list(calibration)
     _check_calibration(calibration, shape, dynamic_batch)
     was_training = model.training
@@ -672,7 +673,7 @@ def quantize_onnx(model: nn.Module, path: str | os.PathLike, calibration: Sequen
 def onnx_logits(path_or_session: Any, batches: Iterable[np.ndarray], threads: int | None = None) -> np.ndarray:
     """The model file's outputs for each NCHW batch (fed in the layout the file records; a session: as they are),
     concatenated."""
-    from ..latency import ort_session
+    from ..runtime.onnxruntime import ort_session
     from .onnx_export import input_layout_of, to_layout
 
     is_session = hasattr(path_or_session, "run")
@@ -710,14 +711,14 @@ def _onnx_runner(path: str | os.PathLike, runtime: str, threads: int) -> tuple[C
                                                                                 int | None]:
     """A function running the file on one batch in ``runtime``, and the file's fixed batch size (or None)."""
     if runtime == "onnxruntime":
-        from ..latency import ort_session
+        from ..runtime.onnxruntime import ort_session
 
         session = ort_session(path, threads)
         inp = session.get_inputs()[0]
         return (lambda x: session.run(None, {inp.name: x})[0]), (inp.shape[0] if isinstance(inp.shape[0], int)
                                                                   else None)
     if runtime == "openvino":
-        from ..latency import openvino_compile, openvino_forward
+        from ..runtime.openvino import openvino_compile, openvino_forward
 
         compiled = openvino_compile(path, threads)
         dim = compiled.input(0).get_partial_shape()[0]
@@ -776,38 +777,6 @@ def evaluate_torch(model: nn.Module, dataset: Any, *, limit: int | None = None, 
 
 
 # -- profiles -----------------------------------------------------------------------------------------------
-def profile_onnx(path: str | os.PathLike, *, threads: int = 1, warmup: int = 5, runs: int = 30,
-                 names: list[str] | None = None, x: np.ndarray | None = None) -> dict[str, Any]:
-    """ONNX Runtime's profile of a model file (as :func:`~mobilenetv3.latency.profile_onnxruntime` gives for a
-    module): each node's median kernel ms by op type and by stage, plus the ``nodes`` list, slowest first."""
-    import json
-
-    from ..latency import ort_session, parse_ort_profile, percentile
-
-    with tempfile.TemporaryDirectory() as tmp:
-        session = ort_session(path, threads, profile_prefix=os.path.join(tmp, "ort_profile"))
-        inp = session.get_inputs()[0]
-        if x is None:
-            shape = [d if isinstance(d, int) else 1 for d in inp.shape]
-            x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
-        for _ in range(warmup + runs):
-            session.run(None, {inp.name: x})
-        events = json.loads(Path(session.end_profiling()).read_text())
-    node_events = [e for e in events if e.get("cat") == "Node" and str(e.get("name", "")).endswith("_kernel_time")]
-    per_run = len(node_events) // (warmup + runs)
-    kept = node_events[per_run * warmup:]
-    result = parse_ort_profile(kept, names)
-    per_node: dict[str, list[float]] = {}
-    op_of: dict[str, str] = {}
-    for e in kept:
-        node = e["name"][: -len("_kernel_time")]
-        per_node.setdefault(node, []).append(float(e.get("dur", 0)) / 1e3)
-        op_of[node] = (e.get("args") or {}).get("op_name", "?")
-    result["nodes"] = sorted(({"node": k, "op": op_of[k], "ms": percentile(v, 50)} for k, v in per_node.items()),
-                             key=lambda r: -r["ms"])
-    return result
-
-
 # -- PT2E (torchao) -----------------------------------------------------------------------------------------
 def _pt2e_modules() -> tuple[Any, Any, Any]:
     import logging
@@ -823,7 +792,7 @@ def _pt2e_modules() -> tuple[Any, Any, Any]:
             from torch.ao.quantization.quantize_pt2e import convert_pt2e, prepare_pt2e
             from torch.ao.quantization.quantizer import x86_inductor_quantizer as xiq
         except ImportError:
-            from ..latency import MissingExtraError
+            from ..extras import MissingExtraError
 
             raise MissingExtraError("torchao is not installed (needed for PT2E int8 quantisation); install it "
                                     "with: pip install 'mobilenetv3[pt2e]'") from None

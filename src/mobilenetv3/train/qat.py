@@ -129,7 +129,7 @@ def qat_start_epoch(config: TrainConfig) -> int | None:
 
 def check_deploy_extra() -> None:
     """Fail before training when the int8 conversion at the end could not run."""
-    from ..latency import require
+    from ..extras import require
 
     require("onnx", purpose="quantisation-aware training's int8 conversion")
     require("onnxruntime.quantization", purpose="quantisation-aware training's int8 conversion")

@@ -1,0 +1,126 @@
+"""The timing harness: statistics over timed runs, clocks, and timing several runners in interleaved rounds.
+
+Latency is measured the paper's way: batch 1, one thread by default, warm-up runs, then the median of many runs.
+:func:`time_callable` runs a callable until it has at least ``min_runs`` timed runs *and* at least
+``min_seconds`` of timing, then reports the median, p10, p90 and mean. :func:`time_interleaved` times several
+runners round after round, so that a change in the machine's load touches them alike.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+
+# -- statistics -------------------------------------------------------------------------------------------
+def percentile(values: Sequence[float], q: float) -> float:
+    """The ``q``-th percentile (0-100) with linear interpolation between order statistics (numpy's default)."""
+    if not values:
+        raise ValueError("percentile of no values")
+    if not 0 <= q <= 100:
+        raise ValueError(f"q must be in [0, 100], got {q}")
+    s = sorted(values)
+    pos = (len(s) - 1) * q / 100
+    lo = math.floor(pos)
+    hi = min(lo + 1, len(s) - 1)
+    return s[lo] + (s[hi] - s[lo]) * (pos - lo)
+
+
+@dataclass(frozen=True)
+class TimingStats:
+    """Summary of timed runs, in milliseconds."""
+
+    runs: int
+    median_ms: float
+    p10_ms: float
+    p90_ms: float
+    mean_ms: float
+    min_ms: float
+    max_ms: float
+    total_s: float
+
+    @classmethod
+    def from_samples(cls, samples_s: Sequence[float]) -> TimingStats:
+        if not samples_s:
+            raise ValueError("no timed runs")
+        ms = [s * 1e3 for s in samples_s]
+        return cls(runs=len(ms), median_ms=percentile(ms, 50), p10_ms=percentile(ms, 10),
+                   p90_ms=percentile(ms, 90), mean_ms=sum(ms) / len(ms), min_ms=min(ms), max_ms=max(ms),
+                   total_s=sum(samples_s))
+
+
+# wall: elapsed time. cpu: the calling thread's CPU time, which leaves out the time the scheduler gives other
+# processes on a busy machine; with one thread PyTorch and ONNX Runtime compute on the calling thread, so it is the
+# forward pass's own time there (with more threads it would miss the other threads' work: refused).
+CLOCKS: dict[str, Callable[[], float]] = {"wall": time.perf_counter, "cpu": time.thread_time}
+
+
+def clock_timer(clock: str, threads: int = 1) -> Callable[[], float]:
+    """The timer of ``clock`` (:data:`CLOCKS`); ``cpu`` only with one thread."""
+    if clock not in CLOCKS:
+        raise ValueError(f"unknown clock {clock!r} (choose from {', '.join(CLOCKS)})")
+    if clock == "cpu" and threads != 1:
+        raise ValueError(f"the cpu clock times the calling thread only, so it needs threads=1 (got {threads}); "
+                         "use the wall clock with several threads")
+    return CLOCKS[clock]
+
+
+def time_callable(fn: Callable[[], Any], *, warmup: int = 10, min_runs: int = 50, min_seconds: float = 2.0,
+                  max_runs: int = 100_000, max_seconds: float = 120.0,
+                  timer: Callable[[], float] = time.perf_counter) -> TimingStats:
+    """Call ``fn`` ``warmup`` times untimed, then time single calls until there are at least ``min_runs`` of
+    them and at least ``min_seconds`` have passed.
+
+    Two limits stop a slow callable early: ``max_runs`` calls, or ``max_seconds`` of timing (after at least one
+    run). ``timer`` is injectable so the bookkeeping can be tested with a fake clock.
+    """
+    if warmup < 0 or min_runs < 1 or max_runs < 1 or min_seconds < 0 or max_seconds <= 0:
+        raise ValueError("warmup >= 0, min_runs >= 1, max_runs >= 1, min_seconds >= 0 and max_seconds > 0 needed")
+    for _ in range(warmup):
+        fn()
+    samples: list[float] = []
+    start = timer()
+    while True:
+        t0 = timer()
+        fn()
+        t1 = timer()
+        samples.append(t1 - t0)
+        elapsed = t1 - start
+        if len(samples) >= max_runs or elapsed >= max_seconds:
+            break
+        if len(samples) >= min_runs and elapsed >= min_seconds:
+            break
+    return TimingStats.from_samples(samples)
+
+
+# -- interleaved timing -------------------------------------------------------------------------------------
+def time_interleaved(runners: dict[str, Any], *, rounds: int = 3, warmup: int = 5, min_runs: int = 30,
+                     min_seconds: float = 1.0, clock: str = "wall", on_step: Callable[[str], None] | None = None
+                     ) -> dict[str, list[float]]:
+    """Time every runner once per round, round after round (A B C, A B C, ...), so that a change in the machine's
+    load touches all of them alike; returns each runner's per-round median in ms (take the median of those).
+
+    A runner is a callable timed here with :func:`time_callable`, or an object with a ``time_round(warmup=,
+    min_runs=, min_seconds=, clock=)`` method returning one median in ms (a path timed in another process, such as
+    :class:`~mobilenetv3.bench.peers.PeerPath`), called with the same settings. ``on_step(label)`` is called
+    after each timing (progress bars).
+    """
+    if not isinstance(rounds, int) or rounds < 1:
+        raise ValueError(f"rounds must be a positive integer, got {rounds!r}")
+    timer = CLOCKS[clock]
+    medians: dict[str, list[float]] = {label: [] for label in runners}
+    for _ in range(rounds):
+        for label, run in runners.items():
+            if hasattr(run, "time_round"):
+                medians[label].append(run.time_round(warmup=warmup, min_runs=min_runs, min_seconds=min_seconds,
+                                                     clock=clock))
+            else:
+                medians[label].append(time_callable(run, warmup=warmup, min_runs=min_runs,
+                                                    min_seconds=min_seconds, timer=timer).median_ms)
+            if on_step is not None:
+                on_step(label)
+    return medians
+
