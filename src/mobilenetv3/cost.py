@@ -1,6 +1,6 @@
 """Exact parameter and multiply-add counts, analytically from a spec and by hooks on any module.
 
-Counting rule (see ``shared/paper/NOTES.md``): multiply-adds are the multiply-accumulates of convolutions and
+Counting rule (see ``docs/paper-notes.md``): multiply-adds are the multiply-accumulates of convolutions and
 fully connected layers only: a convolution's output elements x input channels per group x kernel area, a linear
 layer's inputs x outputs. Biases, batch norm, activations, pooling, SE's elementwise product and residual adds
 are left out. Parameters are every trainable tensor (BN running statistics are buffers, not parameters).

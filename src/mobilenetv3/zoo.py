@@ -1,7 +1,7 @@
 """Named architectures: MobileNetV3 (Tables 1 and 2 of the paper) and the baselines it is compared with.
 
 Every builder here returns an :class:`ArchSpec` with absolute channel counts. Width multipliers follow the
-TensorFlow reference code (see ``shared/paper/NOTES.md``): each output width is ``make_divisible(c * w)``, a
+TensorFlow reference code (see ``docs/paper-notes.md``): each output width is ``make_divisible(c * w)``, a
 block's expansion is its ratio times the already rounded input width, and the final 1280/1024 conv is not scaled
 below 1.0.
 """
