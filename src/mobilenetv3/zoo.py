@@ -15,34 +15,37 @@ from .spec import ArchSpec, BlockSpec, make_divisible
 
 # (kernel, expansion ratio, out, se, activation, stride): expansion ratios as in the reference code, so that
 # the rounded expansion equals Table 1/2's "exp size" at width 1.0.
+# Each stride-2 row is marked with the block it builds and the output stride it starts. The taps of
+# MobileNetV3.tap_info() come from these rows: ``strideN`` is the layer just before the row that starts stride 2N
+# (the last block for stride 32), and ``C4`` is the expansion output of the last stride-2 row (SSDLite's C4).
 _LARGE = (
     (3, 16 / 16, 16, False, "relu", 1),
-    (3, 64 / 16, 24, False, "relu", 2),
+    (3, 64 / 16, 24, False, "relu", 2),  # block2, stride 4
     (3, 72 / 24, 24, False, "relu", 1),
-    (5, 72 / 24, 40, True, "relu", 2),
+    (5, 72 / 24, 40, True, "relu", 2),  # block4, stride 8
     (5, 120 / 40, 40, True, "relu", 1),
     (5, 120 / 40, 40, True, "relu", 1),
-    (3, 240 / 40, 80, False, "hswish", 2),
+    (3, 240 / 40, 80, False, "hswish", 2),  # block7, stride 16
     (3, 200 / 80, 80, False, "hswish", 1),
     (3, 184 / 80, 80, False, "hswish", 1),
     (3, 184 / 80, 80, False, "hswish", 1),
     (3, 480 / 80, 112, True, "hswish", 1),
     (3, 672 / 112, 112, True, "hswish", 1),
-    (5, 672 / 112, 160, True, "hswish", 2),
+    (5, 672 / 112, 160, True, "hswish", 2),  # block13, stride 32; its expansion is C4
     (5, 960 / 160, 160, True, "hswish", 1),
     (5, 960 / 160, 160, True, "hswish", 1),
 )
 
 _SMALL = (
-    (3, 16 / 16, 16, True, "relu", 2),
-    (3, 72 / 16, 24, False, "relu", 2),
+    (3, 16 / 16, 16, True, "relu", 2),  # block1, stride 4
+    (3, 72 / 16, 24, False, "relu", 2),  # block2, stride 8
     (3, 88 / 24, 24, False, "relu", 1),
-    (5, 96 / 24, 40, True, "hswish", 2),
+    (5, 96 / 24, 40, True, "hswish", 2),  # block4, stride 16
     (5, 240 / 40, 40, True, "hswish", 1),
     (5, 240 / 40, 40, True, "hswish", 1),
     (5, 120 / 40, 48, True, "hswish", 1),
     (5, 144 / 48, 48, True, "hswish", 1),
-    (5, 288 / 48, 96, True, "hswish", 2),
+    (5, 288 / 48, 96, True, "hswish", 2),  # block9, stride 32; its expansion is C4
     (5, 576 / 96, 96, True, "hswish", 1),
     (5, 576 / 96, 96, True, "hswish", 1),
 )
