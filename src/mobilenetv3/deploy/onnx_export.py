@@ -161,7 +161,7 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, *, resolution: int | 
     if exporter not in EXPORTERS:
         raise ValueError(f"unknown exporter {exporter!r} (choose from {', '.join(EXPORTERS)})")
     if input_layout == "nhwc" and exporter == "dynamo" and dynamic_batch:
-        # torch.export (torch 2.13) guards the permuted batch-1 example to batch <= 2 and refuses the dimension
+        # torch.export guards the permuted batch-1 example to batch <= 2 and refuses the dimension
         raise ValueError("the dynamo exporter cannot give an NHWC input a dynamic batch; use "
                          "exporter='torchscript' (the default) or a fixed batch")
     if not isinstance(opset, int) or opset < MIN_OPSET:

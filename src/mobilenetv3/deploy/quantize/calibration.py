@@ -53,7 +53,7 @@ def calibration_data(data: str | os.PathLike, *, resolution: int, channels: int 
     and ``mean``/``std`` to ImageNet's). :class:`CalibrationError` when there are no images.
     """
     from ...data import DataError, load_dataset, load_image
-    from ..data.transforms import IMAGENET_GRAY_MEAN, IMAGENET_GRAY_STD, IMAGENET_MEAN, IMAGENET_STD
+    from ...data.transforms import IMAGENET_GRAY_MEAN, IMAGENET_GRAY_STD, IMAGENET_MEAN, IMAGENET_STD
 
     if not isinstance(samples, int) or isinstance(samples, bool) or samples < 1:
         raise CalibrationError(f"the number of calibration samples must be a positive integer, got {samples!r}")

@@ -57,7 +57,7 @@ class Int8Options:
     reduce_range: bool = False            # 7-bit weights: only for CPUs without VNNI (u8 x s8 saturation)
     calibrate_method: str = "minmax"      # minmax, percentile, entropy
     pad_depthwise: int = 16               # pad depthwise channel counts to a multiple of this (0: off)
-    pad_stem: bool = False                # pad the input to 4 channels for an int8 stem (measured: no gain)
+    pad_stem: bool = False                # pad the input to 4 channels for an int8 stem (off: no gain)
     int8_hardswish: bool = True           # hard-swish as uint8 Clip + QLinearMul instead of float
     se_pool: str = "global_average_pool"  # SE squeeze as GlobalAveragePool (quantised) or ReduceMean (float)
     keep_float: tuple[str, ...] = ("stem", "block1")  # parts left in float (FLOAT_PARTS) or node-name substrings
