@@ -1,6 +1,8 @@
 import copy
 import importlib.util
 import json
+import os
+import subprocess
 import sys
 
 import pytest
@@ -390,3 +392,69 @@ def test_litert_missing_names_its_extra(tmp_path, monkeypatch):
     assert code == 2
     assert main(["export", "mobilenet_v3_small", "--format", "litert", "--dynamic-batch", "--out",
                  str(tmp_path / "a.tflite")]) == 2
+
+
+def test_importing_deploy_for_fold_bn_loads_no_export_or_onnx_module():
+    code = ("import sys\n"
+            "from mobilenetv3 import build, get_spec\n"
+            "from mobilenetv3.deploy import fold_bn, count_batchnorms\n"
+            "import mobilenetv3.deploy as deploy\n"
+            "folded = fold_bn(build(get_spec('mobilenet_v3_small', 0.35)))\n"
+            "assert count_batchnorms(folded) == 0\n"
+            "assert 'fold_bn' in deploy.__all__ and 'export_onnx' in dir(deploy)\n"
+            "loaded = [m for m in ('onnx', 'onnxruntime', 'mobilenetv3.deploy.onnx_export',\n"
+            "                      'mobilenetv3.deploy.quantize', 'mobilenetv3.latency') if m in sys.modules]\n"
+            "print(','.join(loaded) or 'none')\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "none"
+
+
+def test_deploy_names_load_on_first_use_and_unknown_names_fail():
+    import mobilenetv3.deploy as deploy
+
+    for name in deploy.__all__:
+        assert getattr(deploy, name) is not None
+    from mobilenetv3.deploy.onnx_export import export_onnx as home
+
+    assert deploy.export_onnx is home
+    with pytest.raises(AttributeError, match="no_such_name"):
+        deploy.no_such_name  # noqa: B018
+
+
+def test_writable_output_creates_missing_directories_and_names_a_bad_path(tmp_path):
+    from mobilenetv3.deploy.output import OutputPathError, writable_output
+
+    assert writable_output(tmp_path / "a" / "b" / "m.onnx") == tmp_path / "a" / "b" / "m.onnx"
+    assert (tmp_path / "a" / "b").is_dir()
+    (tmp_path / "file").write_text("not a directory")
+    bad = tmp_path / "file" / "sub" / "m.onnx"
+    with pytest.raises(OutputPathError, match=f"cannot write {bad}: {tmp_path / 'file'} is a file"):
+        writable_output(bad)
+    with pytest.raises(OutputPathError, match="is a directory"):
+        writable_output(tmp_path / "a")
+    if os.geteuid() != 0:  # root may write anywhere
+        locked = tmp_path / "locked"
+        locked.mkdir()
+        locked.chmod(0o500)
+        try:
+            with pytest.raises(OutputPathError, match="not writable"):
+                writable_output(locked / "m.onnx")
+        finally:
+            locked.chmod(0o700)
+
+
+@needs_onnx
+def test_export_to_a_path_that_cannot_be_written_names_it(tmp_path, capsys):
+    from mobilenetv3.deploy.output import OutputPathError
+
+    (tmp_path / "file").write_text("not a directory")
+    out = tmp_path / "file" / "m.onnx"
+    m = build(get_spec("mobilenet_v3_small", 0.35))
+    with pytest.raises(OutputPathError, match=f"cannot write {out}"):
+        export_onnx(m, out, resolution=32)
+    for extra in ((), ("--format", "litert"), ("--int8", "--calib-data", "noise")):
+        code, _, err = run(capsys, "export", "mobilenet_v3_small", "--width-mult", "0.35", "--resolution", "32",
+                           "--out", str(out), *extra)
+        assert code == 2 and f"cannot write {out}" in err and "is a file, not a directory" in err, (extra, err)
+        assert "Errno" not in err

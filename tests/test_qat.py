@@ -15,12 +15,8 @@ from markers import needs_onnx
 from mobilenetv3 import ArchSpec, BlockSpec, build
 from mobilenetv3.cli import main
 from mobilenetv3.deploy import calibrate_bn_on_noise
-from mobilenetv3.deploy.qat import (
-    QATError,
-    fake_quantize_weight,
-    levels_per_channel,
-    prepare_qat,
-)
+from mobilenetv3.deploy.fake_quant import QATError, fake_quantize_weight, prepare_qat
+from mobilenetv3.deploy.qat_convert import levels_per_channel
 from mobilenetv3.latency import MissingExtraError
 from mobilenetv3.train import CheckpointError, read_metrics, train
 from mobilenetv3.train.loop import TIMING_KEYS

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from torch import nn
 
 from markers import needs_onnx
 from mobilenetv3 import build, get_spec
@@ -410,3 +411,50 @@ def test_pt2e_without_torchao_names_its_extra(monkeypatch, tmp_path):
     code = main(["export", "mobilenet_v3_small", "--width-mult", "0.35", "--resolution", "32", "--int8",
                  "--int8-toolchain", "pt2e", "--calib-data", "noise", "--out", str(tmp_path / "q.pt2")])
     assert code == 2
+
+
+@needs_onnx
+def test_int8_export_to_a_path_that_cannot_be_written_names_it(tmp_path):
+    from mobilenetv3.deploy.output import OutputPathError
+
+    (tmp_path / "file").write_text("not a directory")
+    out = tmp_path / "file" / "q.onnx"
+    with pytest.raises(OutputPathError, match=f"cannot write {out}"):
+        quantize_onnx(build(get_spec("mobilenet_v3_small", 0.35)), out, [np.zeros((1, 3, 32, 32), np.float32)],
+                      resolution=32)
+    assert not (tmp_path / "file").is_dir()
+
+
+def test_calibration_for_noise_and_a_runs_preprocessing(tmp_path):
+    from mobilenetv3.deploy.quantize import calibration_for
+
+    batches, label = calibration_for("noise", (2, 3, 16, 16), samples=100)
+    assert label.startswith("noise") and len(batches) == 16 and batches[0].shape == (2, 3, 16, 16)
+    _images(tmp_path / "imgs" / "train" / "a", 3)
+    run_data = {"name": str(tmp_path / "imgs"), "data_dir": None, "mean": [0.5, 0.5, 0.5],
+                "std": [0.25, 0.25, 0.25], "crop_fraction": 1.0}
+    batches, label = calibration_for(str(tmp_path / "imgs"), (1, 3, 16, 16), samples=2, run_data=run_data,
+                                     dynamic_batch=True)
+    want = calibration_data(tmp_path / "imgs", resolution=16, channels=3, samples=2, mean=[0.5] * 3,
+                            std=[0.25] * 3, crop_fraction=1.0)
+    assert label == str(tmp_path / "imgs") and len(batches) == 2
+    np.testing.assert_array_equal(np.concatenate(batches), np.concatenate(want))
+    other = calibration_data(tmp_path / "imgs", resolution=16, channels=3, samples=2)  # ImageNet statistics
+    assert not np.array_equal(np.concatenate(batches), np.concatenate(other))
+
+
+def test_top1_batches_skips_missing_items_and_counts():
+    from mobilenetv3.deploy.evaluate import evaluate_torch, top1
+
+    images = torch.eye(4).reshape(4, 4, 1, 1).repeat(2, 1, 1, 1)  # image i's largest channel is i % 4
+    labels = [0, 1, 2, 3, 0, 1, 3, 3]
+    dataset = [(images[i], labels[i]) for i in range(8)]
+    dataset[2] = None  # an unreadable item
+    seen = []
+    result = top1(dataset, lambda x: x.flatten(1), batch_size=3, progress=seen.append)
+    assert result["count"] == 7 and result["top1"] == pytest.approx(100 * 6 / 7)
+    assert result["predictions"].tolist() == [0, 1, 3, 0, 1, 2, 3] and seen == [3, 6, 8]
+    assert top1(dataset, lambda x: x.flatten(1).numpy(), limit=2)["count"] == 2
+    model = nn.Flatten()
+    torch_result = evaluate_torch(model, dataset, batch_size=5)
+    assert torch_result["top1"] == result["top1"] and torch_result["labels"].tolist() == result["labels"].tolist()

@@ -481,10 +481,9 @@ def cmd_latency(args: argparse.Namespace) -> int:
     return 0
 
 
-def _calibration(args: argparse.Namespace, trained: bool, shape: tuple[int, ...]):
-    """Calibration images for ``--int8``: --calib-data, else a RUN_DIR's own training data (its preprocessing)."""
-    from .deploy.quantize import calibration_data, random_calibration_data
-
+def _calibration(args: argparse.Namespace, trained: bool) -> tuple[str, dict | None]:
+    """The calibration source for ``--int8`` (--calib-data, else a RUN_DIR's own training data) and the run's
+    recorded data options (its preprocessing; None for a zoo model)."""
     run_data = None
     if trained:
         from .train.evaluate import read_run_config
@@ -494,59 +493,33 @@ def _calibration(args: argparse.Namespace, trained: bool, shape: tuple[int, ...]
     if source is None:
         raise CLIError("--int8 needs calibration images: --calib-data fashion-mnist|FOLDER (a RUN_DIR calibrates on "
                        "its own training data by default; --calib-data noise gives a model for timing only)")
-    if source == "noise":
-        return random_calibration_data(shape, min(args.calib_samples, 16)), "noise (seeded random inputs)"
-    options = {}
-    if run_data is not None:  # the run's preprocessing, whatever the images
-        options = {"mean": run_data["mean"], "std": run_data["std"], "crop_fraction": run_data.get("crop_fraction")}
-        if source == run_data["name"]:
-            options["data_dir"] = run_data.get("data_dir")
-    batches = calibration_data(source, resolution=shape[2], channels=shape[1], samples=args.calib_samples,
-                               batch=1 if args.dynamic_batch else shape[0], **options)
-    return batches, source
+    return source, run_data
 
 
 def _export_int8(args: argparse.Namespace, model, trained: bool) -> int:
-    from .inputs import input_shape_for
-    from .latency import MissingExtraError, require
+    from .deploy.int8_export import export_int8
+    from .deploy.output import OutputPathError
+    from .extras import MissingExtraError
 
+    source, run_data = _calibration(args, trained)
+    qat = None
+    if trained and args.int8_toolchain == "onnxruntime":
+        from .train.qat import prepared_from_run, qat_state_of
+
+        if qat_state_of(args.name, args.checkpoint, args.weights) is not None:
+            if args.int8_target != "onnxruntime" or args.input_layout != "nchw":
+                raise CLIError(f"{args.name} was trained with quantisation-aware training, which simulates the "
+                               f"onnxruntime target's graph with NCHW input; export it with --int8-target "
+                               f"onnxruntime and without --input-layout")
+            qat = prepared_from_run(args.name, args.checkpoint, args.weights)  # its learned activation ranges
     try:
-        if args.int8_toolchain == "onnxruntime":  # fail before the calibration data is read
-            require("onnx", purpose="int8 export")
-            require("onnxruntime.quantization", purpose="int8 quantisation")
-        else:
-            from .deploy.quantize import _pt2e_modules
-
-            _pt2e_modules()
-        shape = input_shape_for(model, None, args.resolution, args.batch)
-        calib, source = _calibration(args, trained, shape)
-        qat_state = None
-        if trained and args.int8_toolchain == "onnxruntime":
-            from .train.qat import qat_state_of
-
-            qat_state = qat_state_of(args.name, args.checkpoint, args.weights)
-        if qat_state is not None and (args.int8_target != "onnxruntime" or args.input_layout != "nchw"):
-            raise CLIError(f"{args.name} was trained with quantisation-aware training, which simulates the "
-                           f"onnxruntime target's graph with NCHW input; export it with --int8-target "
-                           f"onnxruntime and without --input-layout")
-        if qat_state is not None:  # a QAT run: its learned activation ranges, as at the end of its training
-            from .deploy.qat import convert_qat
-            from .train.qat import prepared_from_run
-
-            qat_model, qat = prepared_from_run(args.name, args.checkpoint, args.weights)
-            result = convert_qat(qat_model, qat, args.out, calib, input_shape=shape,
-                                 dynamic_batch=args.dynamic_batch).to_dict()
-            source = f"{source} (checks only: the ranges are the run's quantisation-aware training's)"
-        elif args.int8_toolchain == "onnxruntime":
-            from .deploy.quantize import INT8_TARGETS, quantize_onnx
-
-            result = quantize_onnx(model, args.out, calib, input_shape=shape, dynamic_batch=args.dynamic_batch,
-                                   options=INT8_TARGETS[args.int8_target], input_layout=args.input_layout).to_dict()
-            result["target"] = args.int8_target
-        else:
-            result = _export_pt2e(model, args.out, calib, shape)
-    except MissingExtraError as e:
+        result = export_int8(model, args.out, source, samples=args.calib_samples, run_data=run_data,
+                             toolchain=args.int8_toolchain, target=args.int8_target, resolution=args.resolution,
+                             batch=args.batch, dynamic_batch=args.dynamic_batch, input_layout=args.input_layout,
+                             qat=qat)
+    except (MissingExtraError, OutputPathError) as e:
         raise CLIError(str(e)) from None
+    source = result.pop("calibration_data")
     result.update({"ok": True, "trained_weights": trained, "calibration_data": source})
     if args.json:
         _print_json(result)
@@ -574,31 +547,10 @@ def _export_int8(args: argparse.Namespace, model, trained: bool) -> int:
     return 0
 
 
-def _export_pt2e(model, out: str, calib, shape) -> dict:
-    """PT2E int8 (X86InductorQuantizer) saved as a torch.export program, checked after loading it back."""
-    import numpy as np
-    import torch
-
-    from .deploy.quantize import compare_outputs, load_pt2e, quantize_pt2e, save_pt2e
-
-    tensors = [torch.from_numpy(c) for c in calib]
-    quantized = quantize_pt2e(model, tensors)
-    save_pt2e(quantized, out, tensors[0])
-    loaded = load_pt2e(out)
-    sample = tensors[: min(len(tensors), 32)]
-    with torch.no_grad():
-        before = np.concatenate([quantized(t).numpy() for t in sample])
-        after = np.concatenate([loaded(t).numpy() for t in sample])
-        want = np.concatenate([model.eval()(t).numpy() for t in sample])
-    if not np.array_equal(before, after):
-        raise RuntimeError(f"{out}: the reloaded program's outputs differ from the quantised module's")
-    return {"path": str(out), "toolchain": "pt2e", "input_shape": list(shape), "calibration_samples": len(calib),
-            "checks": {**compare_outputs(after, want), "identical_after_reload": True}}
-
-
 def cmd_export(args: argparse.Namespace) -> int:
     from .deploy import ExportMismatchError, export_litert, export_onnx
-    from .latency import MissingExtraError
+    from .deploy.output import OutputPathError
+    from .extras import MissingExtraError
 
     if args.resolution is not None and args.resolution < 1:
         raise CLIError(f"--resolution must be a positive integer, got {args.resolution}")
@@ -630,7 +582,7 @@ def cmd_export(args: argparse.Namespace) -> int:
                                  dynamic_batch=args.dynamic_batch, dynamic_resolution=args.dynamic_resolution,
                                  opset=args.opset, fold=args.fold, exporter=args.exporter, atol=args.atol,
                                  input_layout=args.input_layout)
-    except MissingExtraError as e:
+    except (MissingExtraError, OutputPathError) as e:
         raise CLIError(str(e)) from None
     except ExportMismatchError as e:
         print(f"mnv3 export: error: {e}", file=sys.stderr)

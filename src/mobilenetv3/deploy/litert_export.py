@@ -2,12 +2,11 @@
 
 ``litert-torch`` (formerly ``ai-edge-torch``) converts a PyTorch module straight to a ``.tflite`` flatbuffer
 without TensorFlow; ``ai-edge-litert`` runs it (XNNPACK on CPU), the runtime the paper measured on phones. It is
-heavy (JAX, transformers, torchao...) and tied to a torch range (0.10 wants torch < 2.15), so it is its own
+heavy (JAX, transformers, torchao...) and tied to a narrow range of torch versions, so it is its own
 extra, ``pip install 'mobilenetv3[litert]'``, not part of ``deploy``.
 
-The converted model takes the same NCHW input as PyTorch (the converter adds one transpose; a channels-last input
-signature measured no faster). hard-swish becomes TFLite's ``HARD_SWISH``; hard-sigmoid is lowered to
-arithmetic.
+The converted model takes the same NCHW input as PyTorch (the converter adds one transpose). hard-swish becomes
+TFLite's ``HARD_SWISH``; hard-sigmoid is lowered to arithmetic.
 """
 
 from __future__ import annotations
@@ -27,6 +26,7 @@ from ..extras import require
 from ..inputs import input_shape_for
 from .fold import fold_bn
 from .onnx_export import ExportMismatchError, ExportReport
+from .output import writable_output
 
 
 def convert_litert(model: nn.Module, x: torch.Tensor) -> bytes:
@@ -81,13 +81,12 @@ def export_litert(model: nn.Module, path: str | os.PathLike, *, resolution: int 
     and compared with the unfolded eager model; :class:`ExportMismatchError` above ``atol``.
     """
     shape = input_shape_for(model, input_shape, resolution, batch)
+    path = writable_output(path)  # before the conversion: a clear error for a directory that cannot be written
     was_training = model.training
     model.eval()
     try:
         x = torch.randn(*shape, generator=torch.Generator().manual_seed(seed))
         content = convert_litert(fold_bn(model) if fold else model, x)
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(content)
         runner = LiteRTRunner(content, torch.get_num_threads())
         report = ExportReport(str(path), f"litert-torch {litert_version()}", None, shape, False, False, fold,

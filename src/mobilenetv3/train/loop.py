@@ -557,7 +557,7 @@ class Trainer:
         self.optimizer = make_optimizer(self.raw_model, c)
         self.qat = self.ema_qat = None
         if c.qat:  # attached now (observers in every checkpoint), switched on for the last qat_epochs epochs
-            from ..deploy.qat import prepare_qat
+            from ..deploy.fake_quant import prepare_qat
 
             self.qat = prepare_qat(self.raw_model)
             self.ema_qat = prepare_qat(self.ema.module) if self.ema is not None else None

@@ -165,7 +165,7 @@ def qat_state_of(run_dir: str | os.PathLike, checkpoint: str = "last", weights: 
 
 def prepared_from_run(run_dir: str | os.PathLike, checkpoint: str = "last", weights: str = "ema"):
     """A QAT run's model (float weights) with its fake quantisation attached and loaded: ``(model, qat)``."""
-    from ..deploy.qat import prepare_qat
+    from ..deploy.fake_quant import prepare_qat
     from .evaluate import load_run
 
     state = qat_state_of(run_dir, checkpoint, weights)
@@ -202,7 +202,7 @@ def convert_run(model: nn.Module, qat: Any, out: str | os.PathLike, data_info: d
     the fake-quantised model's predictions, the conversion's checks)."""
     import onnx
 
-    from ..deploy.qat import convert_qat
+    from ..deploy.qat_convert import convert_qat
     from ..deploy.quantize import evaluate_onnx
 
     out = Path(out)

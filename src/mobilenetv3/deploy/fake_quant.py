@@ -1,8 +1,10 @@
-"""Quantisation-aware training that simulates, tensor for tensor, the int8 model :func:`.quantize.quantize_onnx`
-writes for ONNX Runtime, and the conversion of the trained model to that int8 file.
+"""Quantisation-aware training's side in deploy: fake quantisation that simulates, tensor for tensor, the int8 model
+:func:`~mobilenetv3.deploy.quantize.quantize_onnx` writes for ONNX Runtime (:func:`prepare_qat`). Converting the
+trained model to that int8 file is :mod:`.qat_convert`.
 
-Where the int8 graph quantises (read off the QDQ graph of the default :class:`~.quantize.Int8Options`; the parts in
-``keep_float``, the stem and block 1, stay float here too):
+Where the int8 graph quantises (read off the QDQ graph of the default
+:class:`~mobilenetv3.deploy.quantize.Int8Options`; the parts in ``keep_float``, the stem and block 1, stay float
+here too):
 
 * weights of every convolution and of the classifier: int8, symmetric, per output channel, scale
   ``abs-max / 127``. Simulated by ``torch.fake_quantize_per_channel_affine`` with the scale taken from the
@@ -13,17 +15,13 @@ Where the int8 graph quantises (read off the QDQ graph of the default :class:`~.
 * activations: uint8, asymmetric, per tensor, at each tensor ONNX Runtime quantises: the input of the first
   quantised layer; every convolution's output after its ReLU (ONNX Runtime fuses the ReLU into the
   convolution); a hard-swish convolution's output *before* the hard-swish, with the scale snapped to ``3 / k``
-  as :func:`~.quantize.int8_hardswish` does, and again after it; a projection's output and the residual sum;
-  in each squeeze-and-excite the pooled vector, the reduce convolution (+ReLU), the expand convolution, the
-  hard-sigmoid gate and the product; in the head the pooled features, the head convolution, the hard-swish after
-  it (ONNX quantises the ``Flatten`` that follows) and the logits. Ranges are moving-average min/max observers
-  (PyTorch's ``MovingAverageMinMaxObserver`` rule, constant 0.01) updated in training-mode forward passes; the
-  scale and zero point are ONNX Runtime's (``compute_scale_zp``: the range widened to include 0).
-
-Conversion (:func:`convert_qat`): the float weights go through :func:`~.quantize.quantize_onnx` as usual, with
-every activation's quantisation given by ONNX Runtime's ``TensorQuantOverrides`` from the observers instead of
-calibration, so the int8 file computes what the fake-quantised model computed (the overrides cover every
-activation ``QuantizeLinear`` of the graph, or the conversion fails).
+  as :func:`~mobilenetv3.deploy.quantize.int8_hardswish` does, and again after it; a projection's output and the
+  residual sum; in each squeeze-and-excite the pooled vector, the reduce convolution (+ReLU), the expand
+  convolution, the hard-sigmoid gate and the product; in the head the pooled features, the head convolution, the
+  hard-swish after it (ONNX quantises the ``Flatten`` that follows) and the logits. Ranges are moving-average
+  min/max observers (PyTorch's ``MovingAverageMinMaxObserver`` rule, constant 0.01) updated in training-mode
+  forward passes; the scale and zero point are ONNX Runtime's (``compute_scale_zp``: the range widened to
+  include 0).
 
 The state that quantisation-aware training adds (the observers) lives outside the model's ``state_dict``: a
 QAT checkpoint's ``model`` and ``ema`` weights load into a plain float model, and its observers are stored
@@ -32,7 +30,7 @@ beside them (:meth:`FakeQuantization.state_dict`).
 
 from __future__ import annotations
 
-import os
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -42,7 +40,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..layers import InvertedResidual, SameConv2d, SqueezeExcite
-from .quantize import Int8Options, QuantizeReport, hardswish_qparams
+from .quantize.options import Int8Options
+from .quantize.passes import hardswish_qparams
 
 AVERAGING_CONSTANT = 0.01  # moving-average min/max, as torch.ao.quantization.MovingAverageMinMaxObserver
 ACT_QMIN, ACT_QMAX = 0, 255  # uint8 activations
@@ -79,8 +78,8 @@ class ActivationFakeQuant(nn.Module):
     """uint8 per-tensor fake quantisation of one activation tensor with a moving-average min/max observer.
 
     ``hardswish_input``: the tensor feeds an integer hard-swish, whose scale is snapped to ``3 / k``
-    (:func:`~.quantize.hardswish_qparams`). Observes only when the module it is attached to is training and
-    ``observing`` is on; does nothing until ``enabled`` and until it has observed once.
+    (:func:`~mobilenetv3.deploy.quantize.hardswish_qparams`). Observes only when the module it is attached to is
+    training and ``observing`` is on; does nothing until ``enabled`` and until it has observed once.
     """
 
     def __init__(self, key: str, hardswish_input: bool = False,
@@ -178,8 +177,6 @@ _FLOAT_CLASSES = {v: k for k, v in _QAT_CLASSES.items()}
 def _quantized_start(model: nn.Module, keep_float: Sequence[str]) -> int:
     """The index in ``model.features`` of the first quantised layer: ``keep_float`` must name the stem and the
     first blocks (``stem``, ``block1``, ...), a leading run of layers."""
-    import re
-
     indices = set()
     for part in keep_float:
         m = re.fullmatch(r"block(\d+)", part)
@@ -217,7 +214,7 @@ class FakeQuantization:
         self.observers = nn.ModuleDict()
         self._handles: list[Any] = []
         self._weights: list[nn.Module] = []
-        self._leaves = {name for name, m in model.named_modules() if next(m.children(), None) is None}
+        self.leaves = {name for name, m in model.named_modules() if next(m.children(), None) is None}
         self._plan(model)
         self.enabled = True
 
@@ -387,44 +384,10 @@ class FakeQuantization:
             del module.weight_fake_quant
         self._weights.clear()
 
-    # -- ONNX
-    def _key_of_node(self, node_name: str, op_type: str) -> str:
-        """The key of the tensor an exported node produces: ``/features/features.4/expand/act/HardSwish`` ->
-        ``features.4.expand.act`` (a leaf module's output) and ``/features/features.3/Add`` -> ``features.3:Add``
-        (an op in a composite module's forward)."""
-        parts = [p for p in node_name.split("/") if p][:-1]
-        path = ""
-        for p in parts:
-            path = p if not path or p.startswith(path + ".") else f"{path}.{p}"
-        if path in self._leaves:
-            return path
-        return f"{path}:{'GlobalAveragePool' if op_type == 'ReduceMean' else op_type}"
-
-    def onnx_overrides(self, proto) -> dict[str, list[dict[str, Any]]]:
-        """``TensorQuantOverrides`` for the float graph ``proto`` (as :func:`~.quantize.quantize_onnx` exports it):
-        each tensor that an observer watches, by name, with the observer's scale and zero point. Every observer
-        must find its tensor, or :class:`QATError`."""
-        by_key: dict[str, str] = {}
-        for node in proto.graph.node:  # in graph order: a module's last node gives its output
-            if node.output:
-                by_key[self._key_of_node(node.name, node.op_type)] = node.output[0]
-        if proto.graph.input:
-            by_key["input"] = proto.graph.input[0].name
-        overrides, missing = {}, []
-        for fq in self.observers.values():
-            tensor = by_key.get(fq.key)
-            if tensor is None:
-                missing.append(fq.key)
-            elif int(fq.updates) > 0:
-                overrides[tensor] = [fq.override()]
-        if missing:
-            raise QATError(f"no tensor of the exported graph matches the fake-quantised {', '.join(missing[:5])}")
-        return overrides
-
 
 def prepare_qat(model: nn.Module, options: Int8Options | None = None) -> FakeQuantization:
     """Attach int8 fake quantisation to ``model`` (in place; its parameters and ``state_dict`` are unchanged) as
-    :func:`~.quantize.quantize_onnx` with ``options`` (default: the deployed set-up) will quantise it.
+    :func:`~mobilenetv3.deploy.quantize.quantize_onnx` with ``options`` (default: the deployed set-up) will quantise it.
 
     The returned handle switches it on and off, freezes the ranges, holds the observers' state and detaches
     it again (:meth:`FakeQuantization.remove`). :class:`QATError` when the model has a part whose int8 form
@@ -432,71 +395,3 @@ def prepare_qat(model: nn.Module, options: Int8Options | None = None) -> FakeQua
     """
     device = next(model.parameters()).device
     return FakeQuantization(model, options or Int8Options()).to(device)
-
-
-def float_copy(model: nn.Module) -> nn.Module:
-    """A float copy of a spec-built model (fresh modules, same weights), in eval mode, without any QAT attached."""
-    from ..model import MobileNetV3
-
-    spec = getattr(model, "spec", None)
-    if spec is None:
-        raise QATError("converting needs a spec-built MobileNetV3")
-    copy = MobileNetV3(spec)
-    copy.load_state_dict({k: v.detach().to("cpu") for k, v in model.state_dict().items()})
-    return copy.eval()
-
-
-def convert_qat(model: nn.Module, qat: FakeQuantization, path: str | os.PathLike,
-                calibration: Sequence[np.ndarray], *, input_shape: Sequence[int] | None = None,
-                dynamic_batch: bool = False, verify: bool = True) -> QuantizeReport:
-    """Write the int8 ONNX file of a QAT-trained ``model``: its float weights quantised by
-    :func:`~.quantize.quantize_onnx` with the activation quantisation that ``qat`` learned (every activation
-    ``QuantizeLinear``; ``calibration`` only feeds ONNX Runtime's calibrator, whose ranges are all overridden,
-    and the checks). ``report.checks`` compares the file with the float weights; ``report.checks["qat"]`` with
-    the fake-quantised model itself, which the file should reproduce (argmax agreement near 100%).
-    """
-    import onnx
-
-    from .quantize import compare_outputs, onnx_logits, quantize_onnx
-
-    given: dict[str, Any] = {}
-
-    def overrides(proto) -> dict[str, list[dict[str, Any]]]:
-        given.update(qat.onnx_overrides(proto))
-        return given
-
-    deployable = float_copy(model)
-    report = quantize_onnx(deployable, path, calibration, input_shape=input_shape, dynamic_batch=dynamic_batch,
-                           options=qat.options, verify=verify, tensor_overrides=overrides)
-    graph = onnx.load(str(path)).graph
-    constants = {i.name for i in graph.initializer}
-    quantized = [n.input[0] for n in graph.node if n.op_type == "QuantizeLinear" and n.input[0] not in constants]
-    # ONNX Runtime renames a quantised graph output X to X_QuantizeLinear_Input
-    uncovered = [t for t in quantized if t.removesuffix("_QuantizeLinear_Input") not in given]
-    if uncovered:
-        raise QATError(f"the int8 graph quantises {len(uncovered)} tensor(s) that quantisation-aware training did "
-                       f"not simulate: {', '.join(uncovered[:5])}")
-    report.checks["qat_tensors"] = len(quantized)
-    if verify:
-        sample = list(calibration)[: min(len(calibration), 32)]
-        with torch.no_grad():
-            was_training = model.training
-            model.eval()
-            device = next(model.parameters()).device
-            want = torch.cat([model(torch.from_numpy(b).to(device)).float().cpu() for b in sample]).numpy()
-            model.train(was_training)
-        report.checks["qat"] = compare_outputs(onnx_logits(path, sample), want)
-    return report
-
-
-def levels_per_channel(weight: torch.Tensor) -> int:
-    """The largest number of distinct values in one output channel of ``weight`` (int8: at most 255)."""
-    flat = weight.detach().reshape(weight.shape[0], -1)
-    return max(int(torch.unique(row).numel()) for row in flat)
-
-
-__all__ = [
-    "AVERAGING_CONSTANT", "ActivationFakeQuant", "FakeQuantization", "QATConv2d", "QATError", "QATLinear",
-    "QATSameConv2d", "convert_qat", "fake_quantize_weight", "float_copy", "ort_qparams",
-    "levels_per_channel", "prepare_qat",
-]
