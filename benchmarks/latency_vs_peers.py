@@ -15,7 +15,8 @@ by its own ``torch.onnx.export`` (the default, dynamo-based exporter) in ONNX Ru
 by a plain ``quantize_static`` call (the issue's reference point), timm eager and timm's export in ONNX Runtime.
 Every path is prepared first, then timed in ``--rounds`` interleaved rounds (ours, then the peers', round after
 round; the two processes never run at the same time), with the same harness
-(``mobilenetv3.runtime.timing.time_callable``); the figure is the median of the rounds' medians. On a CPU with AMX, OpenVINO int8 is also timed under
+(``mobilenetv3.runtime.timing.time_callable``); the figure is the median of the rounds' medians. On a CPU with
+AMX, OpenVINO int8 is also timed under
 ``ONEDNN_MAX_CPU_ISA=AVX512_CORE_VNNI`` (a worker process of this python, since the cap holds for a whole
 process; ``--isa-cap``), which measured faster at batch 1 than OpenVINO's default AMX kernels. The machinery is
 the library's (:func:`mobilenetv3.bench.peers.compare.compare_with_peers`, also behind ``mnv3 bench --peers``);
