@@ -24,16 +24,11 @@ from pathlib import Path
 import torch
 
 from mobilenetv3 import build
-from mobilenetv3.latency import (
-    available_runtimes,
-    example_input,
-    machine_info,
-    percentile,
-    pinned_threads,
-    prepare_runtime,
-    require,
-    time_callable,
-)
+from mobilenetv3.extras import require
+from mobilenetv3.inputs import example_input
+from mobilenetv3.latency import available_runtimes, prepare_runtime
+from mobilenetv3.runtime.cpu import machine_info, pinned_threads
+from mobilenetv3.runtime.timing import percentile, time_callable
 
 # name: (runtime, options); eager is the baseline
 DEFAULT = {runtime: (runtime, {}) for runtime in available_runtimes()}

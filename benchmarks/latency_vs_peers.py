@@ -14,24 +14,23 @@ torchvision eager (NCHW as shipped, and channels-last), torchvision exported
 by its own ``torch.onnx.export`` (the default, dynamo-based exporter) in ONNX Runtime, the same export quantised
 by a plain ``quantize_static`` call (the issue's reference point), timm eager and timm's export in ONNX Runtime.
 Every path is prepared first, then timed in ``--rounds`` interleaved rounds (ours, then the peers', round after
-round; the two processes never run at the same time), with the same harness (``mobilenetv3.latency.time_callable``);
-the figure is the median of the rounds' medians. On a CPU with AMX, OpenVINO int8 is also timed under
+round; the two processes never run at the same time), with the same harness
+(``mobilenetv3.runtime.timing.time_callable``); the figure is the median of the rounds' medians. On a CPU with
+AMX, OpenVINO int8 is also timed under
 ``ONEDNN_MAX_CPU_ISA=AVX512_CORE_VNNI`` (a worker process of this python, since the cap holds for a whole
 process; ``--isa-cap``), which measured faster at batch 1 than OpenVINO's default AMX kernels. The machinery is
-the library's
-(:func:`mobilenetv3.latency.compare_with_peers`, also behind ``mnv3 bench --peers``); this script adds the int8
-paths and the CPU's peak.
+the library's (:func:`mobilenetv3.bench.peers.compare.compare_with_peers`, also behind ``mnv3 bench --peers``);
+this script adds the int8 paths and the CPU's peak.
 
 Every model has random weights with BatchNorm statistics estimated on noise (latency does not depend on the
 weights; realistic activation scales keep denormals out), and the int8 models are calibrated on seeded noise.
 The table gives each path's ratio against the peers' fastest float path for the same model, and its achieved
-multiply-adds per second next to this CPU's single-core peak (see :func:`mobilenetv3.latency.cpu_peak`).
+multiply-adds per second next to this CPU's single-core peak (see :func:`mobilenetv3.runtime.cpu.cpu_peak`).
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import sys
@@ -39,24 +38,10 @@ from pathlib import Path
 
 import torch
 
-from mobilenetv3.latency import (
-    CLOCKS,
-    INT8_ISA_CAP,
-    OPENVINO_RUNTIMES,
-    OUR_PATHS,
-    PEER_MODELS,
-    PeerUnavailableError,
-    compare_with_peers,
-    cpu_peak,
-    machine_info,
-    path_runtime,
-)
-
-
-def available_paths() -> tuple[str, ...]:
-    """Our paths to time: all of :data:`OUR_PATHS`, the OpenVINO ones only when OpenVINO is installed."""
-    has_openvino = importlib.util.find_spec("openvino") is not None
-    return tuple(p for p in OUR_PATHS.values() if has_openvino or path_runtime(p)[0] not in OPENVINO_RUNTIMES)
+from mobilenetv3.bench.peers.compare import PEER_MODELS, available_paths, compare_with_peers
+from mobilenetv3.runtime.cpu import INT8_ISA_CAP, cpu_peak, machine_info
+from mobilenetv3.runtime.peer_env import PeerUnavailableError
+from mobilenetv3.runtime.timing import CLOCKS
 
 
 def run(args) -> dict:

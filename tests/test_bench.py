@@ -14,24 +14,21 @@ import torch.nn.functional as F
 
 from markers import needs_onnx
 from mobilenetv3 import build, count_madds, get_spec, spec_cost
-from mobilenetv3 import latency as lat
+from mobilenetv3.bench import run as bench_run
+from mobilenetv3.bench import sections
+from mobilenetv3.bench.paper import PAPER_FLOAT_MS, PAPER_INT8_MS, PHONES, TABLE5
+from mobilenetv3.bench.peers import compare
+from mobilenetv3.bench.peers.worker import PeerWorker
+from mobilenetv3.bench.run import paper_comparisons
+from mobilenetv3.bench.sections import BENCH_SECTIONS, QUICK_GRID
+from mobilenetv3.bench.table5 import hswish_from, table5_spec, with_naive_hswish
 from mobilenetv3.cli import main
-from mobilenetv3.latency import (
-    BENCH_SECTIONS,
-    CLOCKS,
-    PHONES,
-    TABLE5,
-    MissingExtraError,
-    PeerWorker,
-    clock_timer,
-    hswish_from,
-    measure_latency,
-    paper_comparisons,
-    table5_spec,
-    time_interleaved,
-    with_naive_hswish,
-)
+from mobilenetv3.extras import MissingExtraError
+from mobilenetv3.latency import measure_latency
 from mobilenetv3.layers import NaiveHardswish, hard_swish_naive
+from mobilenetv3.runtime.cpu import INT8_ISA_CAP, onednn_isa_cap
+from mobilenetv3.runtime.peer_env import PeerUnavailableError, find_peer_python
+from mobilenetv3.runtime.timing import CLOCKS, clock_timer, time_interleaved
 
 TINY = dict(resolution=32, multipliers=[0.35], resolutions=[32], rounds=1, warmup=0, min_runs=1, min_seconds=0.0)
 TINY_ARGS = ["--resolution", "32", "--multipliers", "0.35", "--resolutions", "32", "--rounds", "1", "--warmup", "0",
@@ -193,6 +190,17 @@ def test_peer_worker_protocol_and_errors():
     assert worker.proc.returncode == 0
 
 
+def test_our_paths_name_a_runtime_and_an_input_layout():
+    from mobilenetv3.bench.peers.compare import OUR_PATHS, path_runtime
+    from mobilenetv3.latency import RUNTIMES
+
+    assert path_runtime("openvino:nhwc") == ("openvino", "nhwc") and path_runtime("eager") == ("eager", "nchw")
+    for label, path in OUR_PATHS.items():
+        runtime, layout = path_runtime(path)
+        assert runtime in RUNTIMES and layout in ("nchw", "nhwc")
+        assert ("NHWC input" in label) == (layout == "nhwc")
+
+
 # -- the sections' comparisons (no timing: the plans with made-up medians) -------------------------------------
 def _fake_rows(entries, ms):
     rows = []
@@ -208,7 +216,7 @@ def _settings(**kw):
 
 
 def test_v3_vs_v2_ratios_against_table3():
-    entries, summarise = lat._plan_v3_vs_v2(_settings())
+    entries, summarise = sections.v3_against_v2(_settings())
     assert [e["label"] for e in entries] == ["V3-Large 1.0", "V2 1.0", "V3-Small 1.0", "V2 0.35"]
     # a machine as fast as a Pixel 1 would give the paper's Pixel 1 ratio
     sec = summarise(_fake_rows(entries, lambda e: e["paper_ms"]["Pixel 1"]))
@@ -219,13 +227,13 @@ def test_v3_vs_v2_ratios_against_table3():
     assert large["paper_madds_ratio"] == pytest.approx(219 / 300)
     assert sec["paper"].startswith("Table 3")
     # away from 224 the paper has no figure
-    entries, summarise = lat._plan_v3_vs_v2(_settings(resolution=160))
+    entries, summarise = sections.v3_against_v2(_settings(resolution=160))
     assert all(e["paper_ms"] is None for e in entries)
     assert summarise(_fake_rows(entries, lambda e: 1.0))["comparisons"][0]["paper_latency_ratio"] is None
 
 
 def test_hswish_relative_to_relu_against_table5():
-    entries, summarise = lat._plan_hswish(_settings())
+    entries, summarise = sections.hswish_ablation(_settings())
     assert [(e["variant"], e["hswish"]) for e in entries] == [
         ("relu", "none"), ("hswish@16", "fused"), ("hswish@16", "naive"), ("v3", "fused"), ("v3", "naive"),
         ("hswish@112", "fused"), ("hswish@112", "naive")]
@@ -243,7 +251,7 @@ def test_hswish_relative_to_relu_against_table5():
 
 
 def test_int8_speedups_against_tables_3_and_4():
-    entries, summarise = lat._plan_int8(_settings())
+    entries, summarise = sections.float_against_int8(_settings())
     assert [e["runtime"] for e in entries] == ["onnxruntime", "onnxruntime-int8"] * 2
     sec = summarise(_fake_rows(entries, lambda e: e["paper_ms"]["Pixel 3"]))
     large, small = sec["comparisons"]
@@ -255,7 +263,7 @@ def test_int8_speedups_against_tables_3_and_4():
 
 
 def test_grid_plan_and_reference():
-    entries, summarise = lat._plan_grid(_settings())
+    entries, summarise = sections.multiplier_resolution_grid(_settings())
     assert len(entries) == 2 * 2 * 2
     rows = _fake_rows(entries, lambda e: e["width_mult"] * e["resolution"])
     summarise(rows)
@@ -265,14 +273,14 @@ def test_grid_plan_and_reference():
     assert r["paper_vs_ref"]["Pixel 1"] == pytest.approx(39 / 51)
     assert ref[("mobilenet_v3_small", 1.0, 160)]["paper_ms"] is None
     assert r["gmadds_per_s"] == pytest.approx(r["madds"] / r["median_ms"] / 1e6)
-    quick = lat._plan_grid(_settings(multipliers=lat.QUICK_GRID[0], resolutions=lat.QUICK_GRID[1]))[0]
-    assert len(quick) == 2 * len(lat.QUICK_GRID[0]) * len(lat.QUICK_GRID[1])
+    quick = sections.multiplier_resolution_grid(_settings(multipliers=QUICK_GRID[0], resolutions=QUICK_GRID[1]))[0]
+    assert len(quick) == 2 * len(QUICK_GRID[0]) * len(QUICK_GRID[1])
 
 
 def test_paper_float_and_int8_tables():
     assert set(PHONES) == {"Pixel 1", "Pixel 2", "Pixel 3"}
-    assert lat.PAPER_FLOAT_MS[("mobilenet_v3_large", 1.0)] == (51, 61, 44)
-    assert lat.PAPER_INT8_MS[("mobilenet_v2", 0.35)] == (16.7, 15.6, 11.9)
+    assert PAPER_FLOAT_MS[("mobilenet_v3_large", 1.0)] == (51, 61, 44)
+    assert PAPER_INT8_MS[("mobilenet_v2", 0.35)] == (16.7, 15.6, 11.9)
 
 
 # -- whole runs (tiny) ------------------------------------------------------------------------------------------
@@ -351,21 +359,22 @@ def test_cli_bench_missing_onnxruntime(capsys, monkeypatch, argv):
 
 
 def test_bench_without_peer_environment_says_how_to_make_it(capsys, monkeypatch):
-    monkeypatch.setattr(lat, "find_peer_python", lambda given=None: None)
+    for module in (bench_run, compare):  # where the bench and the comparison look for it
+        monkeypatch.setattr(module, "find_peer_python", lambda given=None: None)
     assert main(["bench", "--sections", "peers", "--json", "--quiet"]) == 0
     captured = capsys.readouterr()
     sec = json.loads(captured.out)["sections"]["peers"]
     assert "make peer-setup" in sec["skipped"] and sec["rows"] == []
     assert "make peer-setup" in captured.err
-    with pytest.raises(lat.PeerUnavailableError, match="make peer-setup"):
-        lat.compare_with_peers(resolution=32)
+    with pytest.raises(PeerUnavailableError, match="make peer-setup"):
+        compare.compare_with_peers(resolution=32)
 
 
 @pytest.mark.slow
 def test_compare_with_peers_end_to_end():
-    if lat.find_peer_python() is None:
+    if find_peer_python() is None:
         pytest.skip("no peer environment (make peer-setup)")
-    res = lat.compare_with_peers(["mobilenet_v3_small"], resolution=64, ours=("eager",), rounds=1, warmup=0,
+    res = compare.compare_with_peers(["mobilenet_v3_small"], resolution=64, ours=("eager",), rounds=1, warmup=0,
                                  min_runs=1, min_seconds=0)
     who = {r["who"] for r in res["rows"]}
     assert who == {"ours", "peer"} and any(r["vs_best_peer"] for r in res["rows"])
@@ -375,17 +384,17 @@ def test_compare_with_peers_end_to_end():
 @pytest.mark.slow
 def test_compare_with_peers_times_capped_paths_in_a_worker():
     pytest.importorskip("openvino")
-    if lat.find_peer_python() is None:
+    if find_peer_python() is None:
         pytest.skip("no peer environment (make peer-setup)")
     with pytest.raises(ValueError, match="unknown oneDNN instruction set"):
-        lat.compare_with_peers(["mobilenet_v3_small"], isa_cap="AVX9")
+        compare.compare_with_peers(["mobilenet_v3_small"], isa_cap="AVX9")
     with pytest.raises(ValueError, match="none of capped"):
-        lat.compare_with_peers(["mobilenet_v3_small"], ours=("eager",), isa_cap=lat.INT8_ISA_CAP)
-    res = lat.compare_with_peers(["mobilenet_v3_small"], resolution=64, ours=("eager", "openvino-int8:nhwc"),
+        compare.compare_with_peers(["mobilenet_v3_small"], ours=("eager",), isa_cap=INT8_ISA_CAP)
+    res = compare.compare_with_peers(["mobilenet_v3_small"], resolution=64, ours=("eager", "openvino-int8:nhwc"),
                                  rounds=1, warmup=0, min_runs=1, min_seconds=0, isa_cap="avx512_core_vnni",
                                  peer_onnx=False)
     paths = [r["path"] for r in res["rows"] if r["who"] == "ours"]
     assert paths == ["ours eager (channels-last)", "ours ONNX -> OpenVINO int8, NHWC input",
                      "ours ONNX -> OpenVINO int8, NHWC input, oneDNN ISA <= AVX512_CORE_VNNI"]
     assert all("NHWC input" in d for d in res["capped_details"]["mobilenet_v3_small"].values())
-    assert res["isa_cap"] == "AVX512_CORE_VNNI" and lat.onednn_isa_cap() is None  # this process stays uncapped
+    assert res["isa_cap"] == "AVX512_CORE_VNNI" and onednn_isa_cap() is None  # this process stays uncapped

@@ -10,20 +10,14 @@ from mobilenetv3.cli import main
 from mobilenetv3.latency import (
     InputError,
     MissingExtraError,
-    TimingStats,
     check_input,
     check_input_shape,
     layer_names,
-    machine_info,
     measure_latency,
     min_resolution,
-    parse_ort_profile,
-    percentile,
-    pinned_threads,
     profile_layers,
     profile_onnxruntime,
     require,
-    time_callable,
 )
 
 FAST = dict(warmup=1, min_runs=3, min_seconds=0.0)
@@ -32,105 +26,6 @@ FAST = dict(warmup=1, min_runs=3, min_seconds=0.0)
 @pytest.fixture(scope="module")
 def small():
     return build(get_spec("mobilenet_v3_small", 0.35)).eval()
-
-
-class FakeClock:
-    """A clock that only moves when the timed function runs: each call takes the next duration."""
-
-    def __init__(self, durations):
-        self.now = 0.0
-        self.durations = list(durations)
-        self.calls = 0
-
-    def __call__(self):
-        return self.now
-
-    def work(self):
-        self.now += self.durations[self.calls % len(self.durations)]
-        self.calls += 1
-
-
-# -- statistics ----------------------------------------------------------------------------------------
-def test_percentile_linear_interpolation():
-    values = [float(v) for v in range(10, 0, -1)]  # unsorted on purpose
-    assert percentile(values, 50) == pytest.approx(5.5)
-    assert percentile(values, 10) == pytest.approx(1.9)
-    assert percentile(values, 90) == pytest.approx(9.1)
-    assert percentile(values, 0) == 1.0 and percentile(values, 100) == 10.0
-    assert percentile([3.0], 90) == 3.0
-    with pytest.raises(ValueError):
-        percentile([], 50)
-    with pytest.raises(ValueError):
-        percentile([1.0], 101)
-
-
-def test_timing_stats_from_samples_in_ms():
-    stats = TimingStats.from_samples([0.001, 0.003, 0.002, 0.010])
-    assert stats.runs == 4
-    assert stats.median_ms == pytest.approx(2.5)
-    assert stats.mean_ms == pytest.approx(4.0)
-    assert stats.min_ms == pytest.approx(1.0) and stats.max_ms == pytest.approx(10.0)
-    assert stats.p10_ms == pytest.approx(1.3)  # 1 + 0.3 * (2 - 1)
-    assert stats.p90_ms == pytest.approx(7.9)  # 3 + 0.7 * (10 - 3)
-    assert stats.total_s == pytest.approx(0.016)
-
-
-def test_time_callable_runs_until_min_runs_and_min_seconds():
-    # 0.125 s per run (exact in binary): 1 s needs 8 runs, more than min_runs=3
-    clock = FakeClock([0.125])
-    stats = time_callable(clock.work, warmup=4, min_runs=3, min_seconds=1.0, timer=clock)
-    assert stats.runs == 8 and clock.calls == 4 + 8
-    assert stats.median_ms == pytest.approx(125.0)
-    # min_runs dominates when runs are long
-    clock = FakeClock([0.5])
-    assert time_callable(clock.work, warmup=0, min_runs=5, min_seconds=1.0, timer=clock).runs == 5
-
-
-def test_time_callable_statistics_on_known_durations():
-    clock = FakeClock([0.001 * k for k in range(1, 11)])  # 1..10 ms, repeated
-    stats = time_callable(clock.work, warmup=0, min_runs=10, min_seconds=0.0, timer=clock)
-    assert stats.runs == 10
-    assert stats.median_ms == pytest.approx(5.5)
-    assert stats.p10_ms == pytest.approx(1.9)
-    assert stats.p90_ms == pytest.approx(9.1)
-    assert stats.mean_ms == pytest.approx(5.5)
-    # warm-up calls are not timed: with 10 warm-up calls the same durations come again
-    clock = FakeClock([0.001 * k for k in range(1, 11)])
-    stats = time_callable(clock.work, warmup=10, min_runs=10, min_seconds=0.0, timer=clock)
-    assert stats.median_ms == pytest.approx(5.5) and clock.calls == 20
-
-
-def test_time_callable_limits():
-    clock = FakeClock([0.25])
-    assert time_callable(clock.work, warmup=0, min_runs=100, min_seconds=0, max_runs=7, timer=clock).runs == 7
-    clock = FakeClock([1.0])
-    assert time_callable(clock.work, warmup=0, min_runs=100, min_seconds=0, max_seconds=3.0, timer=clock).runs == 3
-    clock = FakeClock([10.0])  # a single run longer than max_seconds still gives one sample
-    assert time_callable(clock.work, warmup=0, min_runs=5, max_seconds=1.0, timer=clock).runs == 1
-    for bad in (dict(min_runs=0), dict(warmup=-1), dict(min_seconds=-1), dict(max_seconds=0)):
-        with pytest.raises(ValueError):
-            time_callable(lambda: None, timer=clock, **bad)
-
-
-def test_pinned_threads_restores_the_previous_count():
-    before = torch.get_num_threads()
-    other = 2 if before != 2 else 1
-    with pinned_threads(other) as used:
-        assert used == other == torch.get_num_threads()
-    assert torch.get_num_threads() == before
-    with pytest.raises(RuntimeError), pinned_threads(other):
-        raise RuntimeError("boom")
-    assert torch.get_num_threads() == before
-    for bad in (0, -1, 1.5, True):
-        with pytest.raises(ValueError):
-            with pinned_threads(bad):
-                pass
-
-
-def test_machine_info_fields():
-    info = machine_info()
-    assert info["cpu"] and isinstance(info["cpu"], str)
-    assert info["logical_cpus"] >= 1 and "T" in info["date"]
 
 
 # -- runtimes ----------------------------------------------------------------------------------------------
@@ -245,30 +140,6 @@ def test_profile_layers_names_shares_and_madds(small):
     assert sum(r.madds for r in rows) == spec_cost(small.spec, 64).madds
     # hooks are removed afterwards
     assert not any(m._forward_hooks or m._forward_pre_hooks for m in small.modules())
-
-
-def test_parse_ort_profile_aggregates_node_medians_per_op_and_stage():
-    names = ["stem", "block1", "last_conv"]
-
-    def node(name, op, dur):
-        return {"cat": "Node", "name": f"{name}_kernel_time", "dur": dur, "args": {"op_name": op}}
-
-    events = [{"cat": "Session", "name": "model_run", "dur": 999}]
-    for run, slow in enumerate((1, 1, 50)):  # the third run was disturbed: medians ignore it
-        events += [
-            node("/features/features.0/conv/Conv", "Conv", 100 * slow),
-            {"cat": "Node", "name": "/features/features.0/conv/Conv_fence_before", "dur": 5, "args": {}},
-            node("/features/features.1/dw/conv/Conv", "Conv", 300 + run),
-            node("/features/features.1/se/Mul", "Mul", 40),
-            node("ReorderOutput_token_3", "ReorderOutput", 60),
-            node("/classifier/Gemm", "Gemm", 100),
-        ]
-    p = parse_ort_profile(events, names=names)
-    assert p["runs"] == 3 and p["nodes"] == 5
-    assert p["by_op"] == pytest.approx({"Conv": 0.401, "Gemm": 0.1, "ReorderOutput": 0.06, "Mul": 0.04})
-    assert list(p["by_op"])[0] == "Conv"  # sorted by time
-    assert p["by_stage"] == pytest.approx({"stem": 0.1, "block1": 0.341, "reorders": 0.06, "head": 0.1})
-    assert p["total_ms"] == pytest.approx(0.601)
 
 
 def test_profile_onnxruntime(small):
@@ -560,16 +431,6 @@ def test_cli_latency_of_an_int8_file_in_openvino(capsys, tmp_path):
     assert code == 0 and "onnxruntime-int8" in out, err
     code, _, err = run(capsys, "latency", path, "--runtime", "eager")
     assert code == 2 and "ONNX Runtime or OpenVINO" in err
-
-
-def test_our_paths_name_a_runtime_and_an_input_layout():
-    from mobilenetv3.latency import OUR_PATHS, RUNTIMES, path_runtime
-
-    assert path_runtime("openvino:nhwc") == ("openvino", "nhwc") and path_runtime("eager") == ("eager", "nchw")
-    for label, path in OUR_PATHS.items():
-        runtime, layout = path_runtime(path)
-        assert runtime in RUNTIMES and layout in ("nchw", "nhwc")
-        assert ("NHWC input" in label) == (layout == "nhwc")
 
 
 _CAP_SCRIPT = """

@@ -331,25 +331,9 @@ def load_model(name: str | None = None, spec_file: str | None = None, width_mult
 
 
 def _ms(v: float) -> str:
-    return f"{v:.3f}" if v < 10 else f"{v:.2f}"
+    from .runtime.timing import format_ms
 
-
-def _int8_profile(model, args: argparse.Namespace) -> dict:
-    """ONNX Runtime's profile of the int8 model (quantised as the onnxruntime-int8 runtime does)."""
-    import os
-    import tempfile
-
-    from .deploy.quantize import profile_onnx, quantize_onnx, random_calibration_data
-    from .inputs import input_shape_for
-    from .latency import _feature_names
-
-    shape = input_shape_for(model, None, args.resolution, args.batch)
-    with tempfile.TemporaryDirectory() as tmp:
-        path = os.path.join(tmp, "int8.onnx")
-        quantize_onnx(model, path, random_calibration_data(shape), input_shape=shape, verify=False)
-        prof = profile_onnx(path, threads=args.threads, names=_feature_names(model.spec))
-    prof.pop("nodes")
-    return prof
+    return format_ms(v)
 
 
 def _print_ort_profile(title: str, prof: dict) -> None:
@@ -362,12 +346,11 @@ def _print_ort_profile(title: str, prof: dict) -> None:
 
 
 def _isa_hint(results: list[dict]) -> None:
-    """On a CPU with AMX, point an uncapped OpenVINO int8 timing at the cap that measured faster."""
-    from .latency import INT8_ISA_CAP, cpu_peak, onednn_isa_cap
+    from .runtime.cpu import isa_advice
 
-    if onednn_isa_cap() is None and any(r["runtime"] == "openvino-int8" for r in results) and cpu_peak()["amx_int8"]:
-        print(f"\nnote: this CPU has AMX; batch-1 OpenVINO int8 measured faster on AVX-512 VNNI here: try "
-              f"--onednn-max-isa {INT8_ISA_CAP} (README, 'oneDNN's instruction set for int8')")
+    advice = isa_advice(results)
+    if advice:
+        print(f"\n{advice}")
 
 
 def _latency_of_onnx_file(args: argparse.Namespace) -> int:
@@ -378,24 +361,15 @@ def _latency_of_onnx_file(args: argparse.Namespace) -> int:
         raise CLIError(f"an ONNX file runs in ONNX Runtime or OpenVINO (--runtime {', '.join(latency.FILE_RUNTIMES)});"
                        f" --runtime {args.runtime} does not apply to {args.name}")
     try:
-        result = latency.measure_onnx_file(args.name, runtime=runtime, threads=args.threads, warmup=args.warmup,
-                                           min_runs=args.min_runs, min_seconds=args.min_seconds).to_dict()
-        prof = None
-        if args.per_layer and runtime == "onnxruntime":
-            from .deploy.quantize import profile_onnx
-
-            prof = profile_onnx(args.name, threads=args.threads)
-            prof.pop("nodes")
-        elif args.per_layer:
-            prof = latency.profile_openvino(args.name, threads=args.threads,
-                                            precision="bf16" if runtime == "openvino-bf16" else "f32")
-            prof["by_op"] = prof.pop("by_kind")
-            prof.pop("nodes")
+        report = latency.file_latency_report(args.name, runtime, per_layer=args.per_layer, threads=args.threads,
+                                             warmup=args.warmup, min_runs=args.min_runs,
+                                             min_seconds=args.min_seconds)
     except latency.MissingExtraError as e:
         raise CLIError(str(e)) from None
     if args.json:
-        _print_json({"results": [result], f"per_layer_{runtime.split('-')[0]}": prof})
+        _print_json(report)
         return 0
+    result, prof = report["results"][0], report[f"per_layer_{runtime.split('-')[0]}"]
     print(f"{args.name}, input {'x'.join(map(str, result['input_shape']))}, {result['threads']} thread(s), "
           f"{result['cpu']} (load {result['load_avg_1m']}), {result['date']}"
           + latency.isa_cap_note(result.get("onednn_max_cpu_isa")))
@@ -430,30 +404,18 @@ def cmd_latency(args: argparse.Namespace) -> int:
     model, trained = load_model(args.name, args.spec, args.width_mult, args.checkpoint, args.weights,
                                 args.resolution)
     runtimes = latency.available_runtimes() if args.runtime == "all" else [args.runtime]
-    common = dict(resolution=args.resolution, batch=args.batch, threads=args.threads)
-    results, layers, ort_profile, int8_profile = [], None, None, None
     try:
-        for runtime in runtimes:
-            result = latency.measure_latency(model, runtime=runtime, warmup=args.warmup, min_runs=args.min_runs,
-                                             min_seconds=args.min_seconds, channels_last=args.channels_last,
-                                             frozen_method=args.frozen_method, **common)
-            results.append(result.to_dict())
-        if args.per_layer and "eager" in runtimes:
-            stages = latency.profile_layers(model, channels_last=args.channels_last, **common)
-            layers = [t.to_dict() for t in stages]
-        if args.per_layer and "onnxruntime" in runtimes:
-            ort_profile = latency.profile_onnxruntime(model, **common)
-        if args.per_layer and "onnxruntime-int8" in runtimes:
-            int8_profile = _int8_profile(model, args)
+        report = latency.latency_report(model, runtimes, per_layer=args.per_layer, resolution=args.resolution,
+                                        batch=args.batch, threads=args.threads, warmup=args.warmup,
+                                        min_runs=args.min_runs, min_seconds=args.min_seconds,
+                                        channels_last=args.channels_last, frozen_method=args.frozen_method)
     except latency.MissingExtraError as e:
         raise CLIError(str(e)) from None
-    eager = next((r["median_ms"] for r in results if r["runtime"] == "eager"), None)
+    results, layers = report["results"], report["per_layer_eager"]
     for r in results:
-        r["vs_eager"] = round(eager / r["median_ms"], 3) if eager else None
         r["trained_weights"] = trained
     if args.json:
-        _print_json({"results": results, "per_layer_eager": layers, "per_layer_onnxruntime": ort_profile,
-                     "per_layer_onnxruntime_int8": int8_profile})
+        _print_json(report)
         return 0
     first, info = results[0], latency.machine_info()
     print(f"{first['model']}, input {'x'.join(map(str, first['input_shape']))}, {first['threads']} thread(s), "
@@ -470,10 +432,10 @@ def cmd_latency(args: argparse.Namespace) -> int:
                      [[t["name"], _ms(t["median_ms"]), _ms(t["p90_ms"]), f"{100 * t['share']:.1f}%",
                        "-" if t["madds"] is None else f"{t['madds'] / 1e6:.2f}",
                        "-" if not t["madds"] else f"{t['madds'] / t['median_ms'] / 1e6:.1f}"] for t in layers]))
-    if ort_profile:
-        _print_ort_profile("onnxruntime", ort_profile)
-    if int8_profile:
-        _print_ort_profile("onnxruntime-int8", int8_profile)
+    if report["per_layer_onnxruntime"]:
+        _print_ort_profile("onnxruntime", report["per_layer_onnxruntime"])
+    if report["per_layer_onnxruntime_int8"]:
+        _print_ort_profile("onnxruntime-int8", report["per_layer_onnxruntime_int8"])
     if args.per_layer and "frozen" in runtimes and len(runtimes) == 1:
         print("\n(no per-layer profile for the frozen graph: freezing removes the module boundaries)")
     if not trained:
@@ -687,84 +649,19 @@ def _add_deploy_commands(sub) -> None:
 
 
 # -- bench ----------------------------------------------------------------------------------------
-def _m(v: int) -> str:
-    return f"{v / 1e6:.2f}"
-
-
-def _x(v: float | None) -> str:
-    return "-" if v is None else f"{v:.2f}"
-
-
-def _phones(d: dict | None, fmt=_x) -> list[str]:
-    from .latency import PHONES
-
-    return [fmt(d[p]) if d else "-" for p in PHONES]
-
-
-def _rounds(r: dict) -> str:
-    v = r["round_medians_ms"]
-    return f"{min(v):.2f}-{max(v):.2f}" if len(v) > 1 else "-"
-
-
 def _print_bench_section(name: str, sec: dict) -> None:
-    m = sec["measured"]
-    print(f"\n== {name}: {sec['title']} ==")
-    print(f"{m['cpu']}, {m['runtime']}, {m['threads']} thread(s), {m['clock']} clock, batch 1, {m['date']} "
-          f"(load {m['load_avg_1m']})")
-    if sec.get("skipped"):
-        print(f"skipped: {sec['skipped']}")
-        return
-    if sec.get("paper"):
-        print(f"paper: {sec['paper']}")
-    rows = sec["rows"]
-    if name == "v3-vs-v2":
-        print(_table(["model", "res", "params (M)", "MAdds (M)", "median ms", "rounds", "T3 params (M)",
-                      "T3 MAdds (M)", "T3 P-1 ms", "P-2", "P-3"],
-                     [[r["label"], r["resolution"], _m(r["params"]), _m(r["madds"]), _ms(r["median_ms"]), _rounds(r),
-                       r["paper_params_m"] or "-", r["paper_madds_m"] or "-", *_phones(r["paper_ms"], str)]
-                      for r in rows]))
-        print()
-        print(_table(["latency ratio", "ours", "T3 P-1", "P-2", "P-3", "MAdds ratio", "T3 MAdds ratio"],
-                     [[c["pair"], _x(c["latency_ratio"]), *_phones(c["paper_latency_ratio"]), _x(c["madds_ratio"]),
-                       _x(c["paper_madds_ratio"])] for c in sec["comparisons"]]))
-    elif name == "hswish":
-        print(_table(["variant", "h-swish", "MAdds (M)", "median ms", "rounds", "vs ReLU", "T5 P-1 ms",
-                      "T5 vs ReLU"],
-                     [[r["label"], r["hswish"], _m(r["madds"]), _ms(r["median_ms"]), _rounds(r), _x(r["vs_relu"]),
-                       r["paper_ms"]["Pixel 1"] if r["paper_ms"] else "-", _x(r["paper_vs_relu"])] for r in rows]))
-        print()
-        print(_table(["naive / fused h-swish", "ours", "T5 P-1"],
-                     [[c["variant"], _x(c["naive_vs_fused"]), _x(c["paper_naive_vs_fused"])]
-                      for c in sec["comparisons"]]))
-    elif name == "grid":
-        print(_table(["model", "res", "params (M)", "MAdds (M)", "median ms", "rounds", "GMAdd/s", "vs 1.0@224",
-                      "T3 P-1 ms", "T3 vs 1.0@224"],
-                     [[r["label"], r["resolution"], _m(r["params"]), _m(r["madds"]), _ms(r["median_ms"]), _rounds(r),
-                       f"{r['gmadds_per_s']:.1f}", _x(r["vs_ref"]), r["paper_ms"]["Pixel 1"] if r["paper_ms"] else "-",
-                       _x((r["paper_vs_ref"] or {}).get("Pixel 1"))] for r in rows]))
-    elif name == "int8":
-        print(_table(["model", "runtime", "MAdds (M)", "median ms", "rounds", "paper P-1 ms", "P-2", "P-3"],
-                     [[r["label"], r["runtime"], _m(r["madds"]), _ms(r["median_ms"]), _rounds(r),
-                       *_phones(r["paper_ms"], str)] for r in rows]))
-        print()
-        print(_table(["int8 speed-up", "ours", "T3/T4 P-1", "P-2", "P-3"],
-                     [[c["model"], _x(c["int8_speedup"]), *_phones(c["paper_int8_speedup"])]
-                      for c in sec["comparisons"]]))
-    elif name == "peers":
-        v = sec["peer_versions"]
-        print(f"peers ({sec['peer_python']}): torch {v.get('torch')}, torchvision {v.get('torchvision')}, "
-              f"timm {v.get('timm')}, onnxruntime {v.get('onnxruntime', '-')}")
-        print(_table(["model", "path", "MAdds (M)", "median ms", "rounds", "vs best peer"],
-                     [[r["model"], r["path"], _m(r["madds"]), _ms(r["median_ms"]), _rounds(r),
-                       f"{r['vs_best_peer']:.2f}x" if r["vs_best_peer"] else "-"] for r in rows], "llrrrr"))
-    for note in sec.get("notes", []):
-        print(f"  {note}")
+    from .bench.report import section_report
+
+    for item in section_report(name, sec):
+        print(item if isinstance(item, str) else _table(*item))
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from .latency import MissingExtraError, paper_comparisons
+    from .bench.report import bench_footer, bench_header
+    from .bench.run import paper_comparisons
+    from .extras import MissingExtraError
 
     if args.peer_python is not None and not args.peers and "peers" not in ",".join(args.sections or []):
         raise CLIError("--peer-python applies to --peers")
@@ -784,28 +681,23 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.json:
         _print_json(result)
         return 0
-    m, s, v = result["machine"], result["settings"], result["versions"]
-    print(f"CPU: {m['cpu']} ({m['logical_cpus']} logical CPUs), {s['threads']} thread(s), batch 1, {s['clock']} "
-          f"clock, {s['rounds']} interleaved round(s), {m['date']}; load average (1 min) {m['load_avg_1m']} at the "
-          f"start, {m['load_avg_1m_end']} at the end")
-    print(f"torch {v['torch']}, onnxruntime {v['onnxruntime'] or '-'}, mobilenetv3 {v['mobilenetv3']}; random "
-          "weights (latency does not depend on them); the paper measured TFLite on Pixel phones: compare ratios")
+    print("\n".join(bench_header(result)))
     for name, sec in result["sections"].items():
         _print_bench_section(name, sec)
-    print(f"\nMAdds: {result['madds_rule']}.")
+    print("\n".join(bench_footer(result)))
     return 0
 
 
 def _add_bench_command(sub) -> None:
-    from .latency import (
+    from .bench.sections import (
         BENCH_RUNTIMES,
         BENCH_SECTIONS,
-        CLOCKS,
         DEFAULT_BENCH_SECTIONS,
         GRID_MULTIPLIERS,
         GRID_RESOLUTIONS,
         QUICK_GRID,
     )
+    from .runtime.timing import CLOCKS
 
     p = sub.add_parser(
         "bench", help="the paper's latency comparisons (Tables 3, 4, 5, Figure 7) re-measured on this machine",

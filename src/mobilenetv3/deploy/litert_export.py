@@ -14,16 +14,15 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
-from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import nn
 
 from ..extras import require
 from ..inputs import input_shape_for
+from ..runtime.litert import LiteRTRunner
 from .fold import fold_bn
 from .onnx_export import ExportMismatchError, ExportReport
 from .output import writable_output
@@ -47,29 +46,6 @@ def convert_litert(model: nn.Module, x: torch.Tensor) -> bytes:
 def litert_version() -> str:
     litert_torch = require("litert_torch", extra="litert", purpose="LiteRT conversion")
     return getattr(litert_torch, "__version__", "?")
-
-
-class LiteRTRunner:
-    """A LiteRT interpreter on one model (``threads`` CPU threads, XNNPACK): ``runner(x_numpy) -> output``."""
-
-    def __init__(self, content: bytes, threads: int = 1) -> None:
-        interpreter_mod = require("ai_edge_litert.interpreter", extra="litert", purpose="the LiteRT interpreter")
-        self.interpreter = interpreter_mod.Interpreter(model_content=content, num_threads=threads)
-        self.interpreter.allocate_tensors()
-        self.input = self.interpreter.get_input_details()[0]
-        self.output = self.interpreter.get_output_details()[0]
-
-    @property
-    def input_shape(self) -> tuple[int, ...]:
-        return tuple(int(v) for v in self.input["shape"])
-
-    def ops(self) -> dict[str, int]:
-        return dict(sorted(Counter(op["op_name"] for op in self.interpreter._get_ops_details()).items()))
-
-    def __call__(self, x: Any) -> Any:
-        self.interpreter.set_tensor(self.input["index"], x)
-        self.interpreter.invoke()
-        return self.interpreter.get_tensor(self.output["index"])
 
 
 def export_litert(model: nn.Module, path: str | os.PathLike, *, resolution: int | None = None, batch: int = 1,

@@ -8,7 +8,7 @@ import datetime as _dt
 import os
 import platform
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -150,3 +150,12 @@ def cpu_peak(fma_units: int = 2) -> dict[str, Any]:
             "flags": sorted(f for f in flags if f.startswith(("avx", "fma", "amx")))}
 
 
+
+
+def isa_advice(results: Sequence[dict[str, Any]]) -> str:
+    """A note for latency results (``LatencyResult.to_dict()`` rows) that timed OpenVINO int8 uncapped on a CPU
+    with AMX, pointing at the cap that measured faster there (:data:`INT8_ISA_CAP`); ``""`` otherwise."""
+    if onednn_isa_cap() is None and any(r["runtime"] == "openvino-int8" for r in results) and cpu_peak()["amx_int8"]:
+        return (f"note: this CPU has AMX; batch-1 OpenVINO int8 measured faster on AVX-512 VNNI here: try "
+                f"--onednn-max-isa {INT8_ISA_CAP} (README, 'oneDNN's instruction set for int8')")
+    return ""

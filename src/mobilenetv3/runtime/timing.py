@@ -124,3 +124,8 @@ def time_interleaved(runners: dict[str, Any], *, rounds: int = 3, warmup: int = 
                 on_step(label)
     return medians
 
+
+
+def format_ms(ms: float) -> str:
+    """Milliseconds as tables print them: three decimals below 10 ms, two from there."""
+    return f"{ms:.3f}" if ms < 10 else f"{ms:.2f}"
