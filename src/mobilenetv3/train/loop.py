@@ -28,15 +28,13 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from .. import zoo
-from ..spec import ArchSpec
 from ..tasks import Task, autocast_context, get_task, to_device
 from . import distributed
 from .config import TrainConfig
 from .datasets import load_datasets, make_loader
 from .ema import ModelEMA
 from .evaluate import resolve_device
-from .init_weights import init_spec, load_init
+from .init_weights import load_init
 from .optim import make_optimizer, param_groups
 from .progress import Progress, StopFlag
 from .qat_phase import (
@@ -49,30 +47,13 @@ from .qat_phase import (
     switch_qat,
 )
 from .run_dir import TIMING_KEYS, RunDirectory, append_metrics, open_tensorboard, read_metrics, record_run
+from .run_spec import base_spec, model_spec
 from .sampler import EpochBatchSampler, SeededSamples, ShardedRange, mix_seed
 from .schedule import LRSchedule
 from .state import TrainerState, TrainingDiverged, save_best, seed_everything
 
 # Names this module has always offered (tests and users import them from here).
 __all__ = ["TIMING_KEYS", "Trainer", "TrainingDiverged", "model_spec", "param_groups", "read_metrics", "train"]
-
-
-def model_spec(base: ArchSpec, c: TrainConfig, in_channels: int | None = None,
-               num_classes: int | None = None) -> ArchSpec:
-    """The spec trained: the zoo's or the file's (with the task's input and head), with the run's resolution,
-    dropout and BN momentum; ``in_channels``/``num_classes`` set those too."""
-    changes: dict[str, Any] = {}
-    if in_channels is not None:
-        changes["in_channels"] = in_channels
-    if num_classes is not None:
-        changes["num_classes"] = num_classes
-    if c.resolution is not None:
-        changes["resolution"] = c.resolution
-    if c.dropout is not None:
-        changes["dropout"] = c.dropout
-    if c.bn_momentum is not None:
-        changes["bn_momentum"] = c.bn_momentum
-    return base.replace(**changes)
 
 
 class Trainer(RunDirectory, TrainerState):
@@ -134,19 +115,6 @@ class Trainer(RunDirectory, TrainerState):
         finally:
             distributed.teardown(self.dist)
 
-    def _base_spec(self) -> ArchSpec:
-        """The architecture, before any data is read (a bad model name fails first). A resumed run uses the spec
-        recorded in its directory (the original spec file may have changed or gone)."""
-        c = self.c
-        if c.resume:
-            return ArchSpec.load(self.out / "spec.json")
-        if c.spec is None and c.model is None:  # --init gives the architecture
-            base = init_spec(c.init)
-            if base is None:
-                raise ValueError(f"--init {c.init} records no architecture: give --model or --spec")
-            return base
-        return ArchSpec.load(c.spec) if c.spec is not None else zoo.get_spec(c.model, c.width_mult)
-
     def _setup(self) -> tuple[Dataset, Dataset, dict[str, Any], int]:
         """Everything before the first step: options, data, task, model, EMA, optimizer, QAT, schedule, the state
         restored on resume, the run files. Returns the datasets, the data record and the steps per epoch."""
@@ -160,7 +128,7 @@ class Trainer(RunDirectory, TrainerState):
         seed_everything(c.seed)
         if c.qat:
             check_deploy_extra()  # the int8 conversion at the end needs it: fail now, not after training
-        base = self._base_spec()
+        base = base_spec(c, self.out)
         if c.resolution is None:  # the recipe leaves it to the spec (224 for the zoo's ImageNet models)
             c = self.c = dataclasses.replace(c, resolution=base.resolution)
 
