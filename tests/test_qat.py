@@ -131,7 +131,7 @@ def test_unsupported_parts_are_named():
 def test_qat_run_writes_an_int8_model_that_reproduces_the_fake_quantised_one(qat_run, float_run, image_folder,
                                                                              capsys, tmp_path):
     from mobilenetv3.deploy.quantize import calibration_data, compare_outputs, onnx_logits
-    from mobilenetv3.train.qat import prepared_from_run
+    from mobilenetv3.train.qat_phase import prepared_from_run
 
     out, record = qat_run
     config = json.loads((out / "config.json").read_text())
@@ -210,7 +210,7 @@ def test_qat_resume_after_a_crash_matches_an_uninterrupted_run(tmp_path):
 
 def test_init_takes_the_runs_data_options_including_its_holdout(tmp_path):
     from mobilenetv3.train import TrainConfig
-    from mobilenetv3.train.qat import with_init_defaults
+    from mobilenetv3.train.init_weights import with_init_defaults
 
     (tmp_path / "config.json").write_text(json.dumps({"train": {
         "data": "/data/garments", "data_dir": None, "val_split": "val", "holdout": 5000, "channels": 1,

@@ -115,6 +115,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from dataclasses import fields
 
     from .latency import MissingExtraError
+    from .tasks import get_task
     from .train import TrainConfig, TrainingDiverged, train
 
     config = TrainConfig(**{f.name: getattr(args, f.name) for f in fields(TrainConfig)})
@@ -130,12 +131,15 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.json:
         _print_json(result)
     elif not args.quiet:
+        metric = get_task(config.task).primary_metric
+        label = {"top1": "top-1"}.get(metric, metric)
         last = result["last_epoch"] or {}
-        top1 = last.get("ema_val_top1", last.get("val_top1"))
+        score = last.get(f"ema_val_{metric}", last.get(f"val_{metric}"))
+        best = result[f"best_{metric}"]
         state = "interrupted" if result["interrupted"] else "done"
         print(f"{state}: {result['run_dir']} at step {result['global_step']}"
-              + (f", epoch {last['epoch']}/{result['epochs']}, val top-1 {top1:.2f}%" if last else "")
-              + (f", best {result['best_top1']:.2f}% (epoch {result['best_epoch']})" if result["best_top1"] else "")
+              + (f", epoch {last['epoch']}/{result['epochs']}, val {label} {score:.2f}%" if last else "")
+              + (f", best {best:.2f}% (epoch {result['best_epoch']})" if best else "")
               + f", {result['wall_time_s'] / 60:.1f} min")
         if result.get("int8"):
             q = result["int8"]
@@ -188,6 +192,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def _add_training_commands(sub) -> None:
+    from .tasks import TASKS
     from .train.config import AMP_MODES, OPTIMIZERS, RECIPES, WD_EXEMPT
     from .train.schedule import SCHEDULES
 
@@ -197,6 +202,8 @@ def _add_training_commands(sub) -> None:
                     "the Fashion-MNIST data, 'paper' otherwise); --resume takes them from the run. Under "
                     "`torchrun --nproc-per-node N -m mobilenetv3 train ...` it runs DistributedDataParallel.")
     g = p.add_argument_group("model and data")
+    g.add_argument("--task", choices=tuple(TASKS), help="what the model learns: its head, loss and metrics "
+                                                        "(default classification)")
     g.add_argument("--model", help=f"zoo model: {', '.join(REGISTRY)}")
     g.add_argument("--spec", metavar="FILE.json", help="a spec file instead of a zoo name")
     g.add_argument("--width-mult", type=float, help="width multiplier for a zoo model (default 1.0)")
@@ -306,28 +313,10 @@ def _add_training_commands(sub) -> None:
 # -- latency / export -------------------------------------------------------------------------------
 def load_model(name: str | None = None, spec_file: str | None = None, width_mult: float = 1.0,
                checkpoint: str = "last", weights: str = "ema", resolution: int | None = None):
-    """A model and whether it has trained weights: from a RUN_DIR (its spec.json and checkpoint), or a zoo name /
-    spec file with random weights whose BatchNorm statistics are calibrated on noise, so that activations and
-    outputs have a realistic scale (export checks then compare numbers that mean something)."""
-    from pathlib import Path
+    """A model and whether it has trained weights (:func:`mobilenetv3.train.evaluate.load_model_or_run`)."""
+    from .train.evaluate import load_model_or_run
 
-    from .deploy import calibrate_bn_on_noise
-    from .model import MobileNetV3
-
-    if name is not None and spec_file is None and name.endswith(".json"):
-        name, spec_file = None, name  # a spec file given where a name goes
-    if name is not None and spec_file is None and ("/" in name or Path(name).is_dir()):
-        if width_mult != 1.0:
-            raise CLIError("--width-mult applies to zoo models, not to a run directory")
-        if not Path(name).is_dir():
-            raise FileNotFoundError(f"run directory not found: {name}")
-        from .train import load_run
-
-        model, _ = load_run(name, checkpoint=checkpoint, weights=weights, device="cpu")
-        return model, True
-    model = MobileNetV3(resolve_spec(name, spec_file, width_mult))
-    calibrate_bn_on_noise(model, min(resolution or model.spec.resolution, 224), batches=2, batch_size=4)
-    return model, False
+    return load_model_or_run(name, spec_file, width_mult, checkpoint, weights, resolution)
 
 
 def _ms(v: float) -> str:
@@ -466,7 +455,7 @@ def _export_int8(args: argparse.Namespace, model, trained: bool) -> int:
     source, run_data = _calibration(args, trained)
     qat = None
     if trained and args.int8_toolchain == "onnxruntime":
-        from .train.qat import prepared_from_run, qat_state_of
+        from .train.qat_phase import prepared_from_run, qat_state_of
 
         if qat_state_of(args.name, args.checkpoint, args.weights) is not None:
             if args.int8_target != "onnxruntime" or args.input_layout != "nchw":

@@ -22,6 +22,7 @@ import math
 from dataclasses import dataclass, fields
 from typing import Any
 
+from ..tasks import DEFAULT_TASK, TASKS
 from .schedule import PAPER_BASE_BATCH, PAPER_BASE_LR, SCHEDULES
 
 OPTIMIZERS = ("rmsprop", "sgd")
@@ -37,18 +38,12 @@ RECIPES: dict[str, dict[str, Any]] = {
         ema_decay=0.9999, crop_scale=None, hflip=0.5, color_jitter=0.0, random_erase=0.0,
         crop_fraction=0.875,
     ),
-    # Chosen by runs on a 2-core CPU (2026-11-26; figures in README): SGD with momentum 0.9 at lr 0.1 (batch 128)
-    # trained faster than the paper's RMSProp (lr 0.003, 16 epochs at 56 px: 92.90%); 80x80 inputs (the 28x28 images
-    # upsampled; Small's stride-32 trunk ends at 3x3) beat 64x64 at the same compute (12 epochs at 80 px: 93.43%,
-    # 18 at 64 px: 92.92% at epoch 14), and a training step at 80 px costs only 1.3x one at 64 px on this CPU;
-    # BatchNorm momentum 0.1, not the paper's 0.01, whose running statistics trail the weights by hundreds of steps
-    # (evaluation at 40-60% after the first epoch, chance level in 3-epoch runs); mild crops of 85-100% of the area
-    # (25-100% and 60-100% converged more slowly); label smoothing 0.1; a faster EMA; no 0.875 evaluation crop (the
-    # garments fill the frame). An epoch takes about 116 s on 2 cores (training and evaluation): 15 epochs fit the
-    # 30 minutes of the main job. Weight decay 5e-4 (L2 through SGD, BatchNorm exempt), ten times the first
-    # choice: with 5e-5 the recipe plateaued at 93.4-93.5% whatever else changed (final EMA top-1: 93.46% in 15
-    # epochs, 93.47% in 14, 93.45% at 96 px in 12, 93.39% without dropout); 2e-4 gave 93.68% and 5e-4 93.65%
-    # (raw weights 93.58% and 93.73%), the first settings above 93.5% at the end of a run.
+    # Small images on a small CPU: SGD with momentum at lr 0.1 (batch 128) trains faster than the paper's RMSProp;
+    # 80x80 inputs (28x28 upsampled, so Small's stride-32 trunk ends at 3x3) beat 64x64 at the same compute;
+    # BatchNorm momentum 0.1, as the paper's 0.01 leaves the running statistics hundreds of steps behind the weights
+    # in runs this short; mild crops (85-100% of the area), label smoothing 0.1, a faster EMA, no evaluation crop
+    # (the garments fill the frame); weight decay 5e-4 (L2, BatchNorm exempt), as smaller decays plateaued lower.
+    # 15 epochs fit a 30-minute job on 2 cores (measured: docs/training.md).
     "fashion-mnist": dict(
         epochs=15, batch_size=128, resolution=80, lr=0.1, lr_base=PAPER_BASE_LR, lr_base_batch=PAPER_BASE_BATCH,
         schedule="cosine", warmup_epochs=1.0, decay_rate=0.97, decay_epochs=2.4, min_lr=0.0, optimizer="sgd",
@@ -57,12 +52,8 @@ RECIPES: dict[str, dict[str, Any]] = {
         random_erase=0.0, crop_fraction=1.0,
     ),
 }
-# The longer Fashion-MNIST recipe: the short one run for 40 epochs with random erasing (p 0.5, Zhong et al.'s
-# setting for Fashion-MNIST) against the overfitting that longer runs bring. MobileNetV3-Small: 94.54% test top-1
-# (EMA; raw weights 94.49%) in 81 minutes on the 2-core CPU (2026-11-26; the short recipe: 93.68%).
-# MobileNetV3-Large for 60 epochs (--epochs 60): 94.97% (EMA; raw 95.03%) in about 5.3 h of the same CPU; ten more
-# epochs at 112 px from its EMA weights (--init RUN --epochs 10 --resolution 112 --lr 0.01 --warmup-epochs 0.5):
-# 95.21% (raw 95.23%) in 98 minutes, still short of the 95.5% aimed for (README).
+# The longer Fashion-MNIST recipe: the short one for 40 epochs, with random erasing (p 0.5, Zhong et al.'s setting
+# for Fashion-MNIST) against the overfitting that longer runs bring (measured: docs/training.md).
 RECIPES["fashion-mnist-long"] = {**RECIPES["fashion-mnist"], "epochs": 40, "random_erase": 0.5}
 
 # Fields a resumed run may change; any other field given on resume must equal the run's recorded value.
@@ -70,6 +61,8 @@ RESUMABLE_CHANGES = ("epochs", "device", "workers", "threads", "quiet", "checkpo
                      "tensorboard", "eval_batch_size", "lr", "grad_clip", "compile")
 # Fields that do not describe the run itself (not compared on resume, not part of the recipe).
 RUNTIME_FIELDS = ("out", "resume", "overwrite", "quiet")
+# Fields added after runs were recorded, with the value those runs had: their config.json reads as before.
+RECORDED_DEFAULTS: dict[str, Any] = {"task": DEFAULT_TASK}
 
 
 @dataclass
@@ -132,6 +125,7 @@ class TrainConfig:
     init: str | None = None  # start from a run's EMA weights (RUN_DIR) or a weights file (.safetensors)
     qat: bool | None = None  # quantisation-aware training (int8 as ONNX Runtime runs it), converted at the end
     qat_epochs: int | None = None  # QAT for the last N epochs; default all with init, else the last 10% (>= 1)
+    task: str = DEFAULT_TASK  # what is trained: the head, loss and metrics (mobilenetv3.tasks.TASKS)
     resume: bool = False
     overwrite: bool = False
     quiet: bool = False
@@ -158,7 +152,7 @@ FIXED_DEFAULTS: dict[str, Any] = dict(
     width_mult=1.0, data="fashion-mnist", val_split="val", recipe="auto", accum_steps=1, on_corrupt="fail",
     amp="auto", channels_last=True, compile=False, seed=0, deterministic=False, device="auto", workers=0,
     eval_batch_size=256, holdout=0,
-    dropout=None, bn_momentum=None, resolution=None, qat=False,
+    dropout=None, bn_momentum=None, resolution=None, qat=False, task=DEFAULT_TASK,
 )
 # Without --init, QAT covers the last tenth of the epochs (at least one): float training first, then fake
 # quantisation while the learning rate is small (cosine/step decay), as in the usual float-then-QAT recipe.
@@ -230,6 +224,7 @@ def validate(c: TrainConfig) -> None:
                "give a model name (--model) or a spec file (--spec), exactly one")
     else:
         _check(c.model is None or c.spec is None, "give a model name (--model) or a spec file (--spec), not both")
+    _check(c.task in TASKS, f"unknown task {c.task!r} (choose from {', '.join(TASKS)})")
     _check(c.qat_epochs is None or c.qat, "--qat-epochs applies to quantisation-aware training (--qat)")
     _check(not (c.qat and c.compile), "--compile is not supported with --qat (the fake-quantisation observers "
            "update state in the forward pass); leave one out")
@@ -237,3 +232,25 @@ def validate(c: TrainConfig) -> None:
            f"qat-epochs must be between 1 and the number of epochs ({c.epochs}), got {c.qat_epochs}")
     _check(c.spec is None or c.width_mult == 1.0,
            "--width-mult applies to zoo models; a spec file already holds its widths")
+
+
+def merge_resume_config(saved: dict[str, Any], given: TrainConfig) -> TrainConfig:
+    """The recorded config of a run with what may change on resume taken from ``given``; other differences are
+    errors (a run resumed with another model, data or recipe would not be the run it claims to be)."""
+    saved = {**RECORDED_DEFAULTS, **saved}
+    merged = dict(saved)
+    for f in dataclasses.fields(TrainConfig):
+        value = getattr(given, f.name)
+        if f.name in RUNTIME_FIELDS:
+            merged[f.name] = value
+            continue
+        if value is None:
+            continue
+        if isinstance(value, tuple):
+            value = list(value)
+        if f.name in RESUMABLE_CHANGES:
+            merged[f.name] = value
+        elif value != saved.get(f.name):
+            raise ValueError(f"--resume: {f.name} is {saved.get(f.name)!r} in this run, got {value!r}; a resumed run "
+                             f"keeps its settings (only {', '.join(RESUMABLE_CHANGES)} may change)")
+    return TrainConfig.from_dict(merged)

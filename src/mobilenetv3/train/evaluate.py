@@ -1,12 +1,12 @@
 """Evaluation and prediction: of a model on a loader, and of a run directory with nothing else given.
 
-Accuracies are percentages (0-100); ``per_class`` maps each class name to its recall (the percentage of its images
-classified correctly); ``confusion[true][predicted]`` counts images.
+A run is evaluated by its task (``config.json``'s ``train.task``, classification for runs recorded before tasks
+existed). Classification: accuracies are percentages (0-100); ``per_class`` maps each class name to its recall (the
+percentage of its images classified correctly); ``confusion[true][predicted]`` counts images.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 from collections.abc import Sequence
@@ -14,75 +14,35 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Subset
 
 from ..model import MobileNetV3
 from ..spec import ArchSpec
-from . import distributed as D
+from ..tasks import autocast_context, get_task, to_device
+from ..tasks.classification import ClassificationTask
+from . import distributed
 from .checkpoint import CheckpointError, checkpoint_paths, load_weights
 from .config import WEIGHTS
 
-
-def autocast_context(device: torch.device, amp: bool) -> contextlib.AbstractContextManager:
-    if not amp:
-        return contextlib.nullcontext()
-    return torch.autocast(device.type, dtype=torch.bfloat16)
-
-
-def to_device(x: torch.Tensor, device: torch.device, channels_last: bool) -> torch.Tensor:
-    x = x.to(device, non_blocking=True)
-    if channels_last and x.dim() == 4:
-        x = x.contiguous(memory_format=torch.channels_last)
-    return x
+# autocast_context and to_device live with the tasks (every task runs its model on batches the same way); named
+# here too, where they were first.
+__all__ = ["autocast_context", "evaluate", "evaluate_run", "load_model_or_run", "load_run", "predict",
+           "read_run_config", "resolve_device", "run_eval_dataset", "to_device"]
 
 
-@torch.no_grad()
 def evaluate(model: nn.Module, loader: Any, num_classes: int, *, device: torch.device | str = "cpu",
-             channels_last: bool = False, amp: bool = False, dist: D.DistInfo | None = None) -> dict[str, Any]:
-    """Top-1/top-5 accuracy (%), mean cross-entropy, per-class accuracy and the confusion matrix of ``model``.
+             channels_last: bool = False, amp: bool = False, dist: distributed.DistInfo | None = None
+             ) -> dict[str, Any]:
+    """Top-1/top-5 accuracy (%), mean cross-entropy, per-class accuracy and the confusion matrix of a classifier
+    (:meth:`~mobilenetv3.tasks.classification.ClassificationTask.evaluate`).
 
     ``loader`` yields ``(images, labels)`` (``None`` batches, from skipped images, are ignored). Under
     DistributedDataParallel each process evaluates its shard and the counts are summed over processes.
     """
-    device = torch.device(device)
-    dist = dist or D.DistInfo()
-    was_training = model.training
-    model.eval()
-    confusion = torch.zeros(num_classes * num_classes, dtype=torch.int64, device=device)
-    sums = torch.zeros(2, dtype=torch.float64, device=device)  # loss sum, top-5 hits
-    k = min(5, num_classes)
-    try:
-        for batch in loader:
-            if batch is None:
-                continue
-            x, y = batch
-            x, y = to_device(x, device, channels_last), y.to(device)
-            with autocast_context(device, amp):
-                logits = model(x)
-            logits = logits.float()
-            sums[0] += F.cross_entropy(logits, y, reduction="sum").double()
-            sums[1] += (logits.topk(k, dim=1).indices == y[:, None]).any(dim=1).sum()
-            confusion += torch.bincount(y * num_classes + logits.argmax(dim=1), minlength=num_classes ** 2)
-    finally:
-        model.train(was_training)
-    D.all_reduce_tensor(confusion, dist)
-    D.all_reduce_tensor(sums, dist)
-    confusion = confusion.view(num_classes, num_classes).cpu()
-    count = int(confusion.sum())
-    correct = int(confusion.diag().sum())
-    per_class_total = confusion.sum(dim=1)
-    per_class = [100.0 * int(confusion[i, i]) / int(per_class_total[i]) if int(per_class_total[i]) else None
-                 for i in range(num_classes)]
-    return {
-        "count": count,
-        "loss": float(sums[0]) / count if count else float("nan"),
-        "top1": 100.0 * correct / count if count else float("nan"),
-        "top5": 100.0 * float(sums[1]) / count if count else float("nan"),
-        "per_class": per_class,
-        "confusion": confusion.tolist(),
-    }
+    dist = dist or distributed.DistInfo()
+    return ClassificationTask(num_classes).evaluate(model, loader, device=device, channels_last=channels_last,
+                                                    amp=amp, reduce=lambda t: distributed.all_reduce_tensor(t, dist))
 
 
 # -- run directories ----------------------------------------------------------------------------------------
@@ -150,8 +110,6 @@ def evaluate_run(run_dir: str | os.PathLike, *, data: str | None = None, data_di
 
     ``split``: default the run's validation split (``"holdout"`` for a run with held-out training images, whose
     test split is then ``"test"``/``"val"``)."""
-    from ..data import collate
-
     dev = resolve_device(device)
     model, config = load_run(run_dir, checkpoint, weights, dev)
     d = config["data"]
@@ -163,12 +121,12 @@ def evaluate_run(run_dir: str | os.PathLike, *, data: str | None = None, data_di
                          f"from the run's ({len(classes)}: {', '.join(classes[:5])}...)")
     if limit is not None:
         dataset = Subset(dataset, range(min(limit, len(dataset))))
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers, collate_fn=collate)
+    task = get_task(config["train"].get("task")).for_run(d, config["train"])
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers, collate_fn=task.collate)
     channels_last = bool(config.get("derived", {}).get("channels_last", False))
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    result = evaluate(model, loader, len(classes), device=dev, channels_last=channels_last)
-    result["per_class"] = dict(zip(classes, result["per_class"], strict=True))
+    result = task.evaluate(model, loader, device=dev, channels_last=channels_last)
     return {"run_dir": str(run_dir), "checkpoint": checkpoint, "weights": weights, "data": data or d["name"],
             "split": split, "classes": classes, **result}
 
@@ -200,3 +158,36 @@ def predict(run_dir: str | os.PathLike, images: Sequence[str | os.PathLike], *, 
             results.append({"image": str(path), "top": [{"label": classes[j], "index": j, "probability": p}
                                                         for p, j in zip(v, i, strict=True)]})
     return results
+
+
+def load_model_or_run(name: str | None = None, spec_file: str | None = None, width_mult: float = 1.0,
+                      checkpoint: str = "last", weights: str = "ema", resolution: int | None = None
+                      ) -> tuple[nn.Module, bool]:
+    """A model and whether it has trained weights: from a run directory ``name`` (its spec.json and checkpoint),
+    or a zoo name / spec file with random weights whose BatchNorm statistics are calibrated on noise, so that
+    activations and outputs have a realistic scale (export checks then compare numbers that mean something).
+
+    Raises ``ValueError`` for a bad combination of arguments, ``FileNotFoundError`` for a missing run directory."""
+    from ..deploy import calibrate_bn_on_noise
+    from ..zoo import get_spec
+
+    if name is not None and spec_file is None and name.endswith(".json"):
+        name, spec_file = None, name  # a spec file given where a name goes
+    if name is not None and spec_file is None and ("/" in name or Path(name).is_dir()):
+        if width_mult != 1.0:
+            raise ValueError("--width-mult applies to zoo models, not to a run directory")
+        if not Path(name).is_dir():
+            raise FileNotFoundError(f"run directory not found: {name}")
+        model, _ = load_run(name, checkpoint=checkpoint, weights=weights, device="cpu")
+        return model, True
+    if (name is None) == (spec_file is None):
+        raise ValueError("give a model NAME or --spec FILE.json (exactly one)")
+    if spec_file is not None:
+        if width_mult != 1.0:
+            raise ValueError("--width-mult applies to zoo models; a spec file already holds its widths")
+        spec = ArchSpec.load(spec_file)
+    else:
+        spec = get_spec(name, width_mult)
+    model = MobileNetV3(spec)
+    calibrate_bn_on_noise(model, min(resolution or model.spec.resolution, 224), batches=2, batch_size=4)
+    return model, False

@@ -1,17 +1,12 @@
-"""Starting a run from trained weights (``init``) and quantisation-aware training in a run (``qat``).
+"""Quantisation-aware training as the last phase of a run (the training side; the fake-quantised modules and the
+int8 conversion are :mod:`mobilenetv3.deploy.fake_quant` and :mod:`mobilenetv3.deploy.qat_convert`'s).
 
 The usual flow: train float, then fine-tune with fake quantisation and convert::
 
     mnv3 train --model mobilenet_v3_small --data fashion-mnist --out runs/float
     mnv3 train --init runs/float --qat --epochs 2 --lr 1e-4 --warmup-epochs 0 --out runs/qat
 
-``init`` is a run directory (its last checkpoint's EMA weights, or its model weights when it kept no EMA) or a
-safetensors weights file (a checkpoint, or a plain state dict). With a run directory, what the new run leaves
-unset of the model (``--model``/``--spec``) and of the data (data, data_dir, val_split, holdout, channels,
-resolution) is taken from it; a weights file with a spec in its metadata gives the model. The architecture must
-match the new run's (resolution, dropout and BN momentum may differ): a clear error names the first difference.
-
-``qat`` attaches :func:`~mobilenetv3.deploy.qat.prepare_qat` to the model and to its EMA for the last
+``qat`` attaches :func:`~mobilenetv3.deploy.fake_quant.prepare_qat` to the model and to its EMA for the last
 ``qat_epochs`` epochs (once on, it stays on, also when a resumed run is given more epochs); the epochs' metrics
 are then the fake-quantised model's. After the last epoch the EMA weights (the model's when there is no EMA) are
 converted to ``RUN_DIR/model-int8.onnx`` with the learned activation ranges, evaluated with ONNX Runtime on the
@@ -21,8 +16,6 @@ run's summary. ``mnv3 export RUN_DIR --int8`` of a QAT run converts its last che
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -32,94 +25,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..spec import ArchSpec
-from . import checkpoint as C
+from .checkpoint import CheckpointError, checkpoint_paths, read_weights
 from .config import TrainConfig
+from .distributed import DistInfo, all_reduce_tensor
 
 INT8_FILE = "model-int8.onnx"
 QAT_GROUP, EMA_QAT_GROUP = "qat", "ema_qat"
-INHERITED_DATA_FIELDS = ("data", "data_dir", "val_split", "holdout", "channels", "resolution")
-# Spec fields that weights do not depend on: they may differ between --init and the new run.
-FREE_SPEC_FIELDS = ("name", "resolution", "dropout", "bn_momentum", "notes", "extra")
 CHECK_IMAGES = 64  # images for the conversion's own checks (all ranges come from QAT, none from calibration)
 
 
-# -- init ---------------------------------------------------------------------------------------------------------
-def init_weights_file(init: str | os.PathLike) -> tuple[Path, Path | None]:
-    """The weights file behind ``init`` and the run directory it belongs to (None for a bare file)."""
-    path = Path(init)
-    if path.is_dir():
-        try:
-            return C.checkpoint_paths(path, "last"), path
-        except C.CheckpointError as e:
-            raise C.CheckpointError(f"--init: {e}") from None
-    if not path.is_file():
-        raise FileNotFoundError(f"--init: no run directory or weights file at {path}")
-    return path, None
-
-
-def init_spec(init: str | os.PathLike) -> ArchSpec | None:
-    """The architecture of ``init``: its run's ``spec.json``, or the spec in a weights file's metadata."""
-    weights, run_dir = init_weights_file(init)
-    if run_dir is not None and (run_dir / "spec.json").is_file():
-        return ArchSpec.load(run_dir / "spec.json")
-    return C.spec_from_weights(weights)
-
-
-def with_init_defaults(config: TrainConfig) -> TrainConfig:
-    """``config`` with the data options it leaves unset taken from the ``init`` run directory's config."""
-    if config.init is None or not Path(config.init).is_dir():
-        return config
-    path = Path(config.init) / "config.json"
-    try:
-        saved = json.loads(path.read_text())["train"]
-    except (OSError, json.JSONDecodeError, KeyError, TypeError) as e:
-        raise C.CheckpointError(f"--init: cannot read the run's config {path}: {e}") from None
-    changes = {name: saved[name] for name in INHERITED_DATA_FIELDS
-               if getattr(config, name) is None and saved.get(name) is not None}
-    return dataclasses.replace(config, **changes)
-
-
-def spec_differences(a: ArchSpec, b: ArchSpec) -> list[str]:
-    """The architecture fields in which ``a`` and ``b`` differ (weights-free fields ignored)."""
-    da, db = a.to_dict(), b.to_dict()
-    out = []
-    for key in da:
-        if key in FREE_SPEC_FIELDS or da[key] == db.get(key):
-            continue
-        if key == "blocks" and len(da[key]) == len(db[key]):
-            first = next(i for i, (x, y) in enumerate(zip(da[key], db[key], strict=True)) if x != y)
-            out.append(f"block {first + 1}: {da[key][first]} vs {db[key][first]}")
-        elif key == "blocks":
-            out.append(f"{len(da[key])} blocks vs {len(db[key])}")
-        else:
-            out.append(f"{key}: {da[key]!r} vs {db[key]!r}")
-    return out
-
-
-def load_init(model: nn.Module, init: str | os.PathLike, spec: ArchSpec) -> dict[str, Any]:
-    """Load ``init``'s weights (EMA first) into ``model``, whose spec is ``spec``; ``CheckpointError`` naming the
-    difference when the architectures do not match."""
-    weights, _ = init_weights_file(init)
-    source = init_spec(init)
-    if source is not None:
-        diffs = spec_differences(source, spec)
-        if diffs:
-            raise C.CheckpointError(f"--init {init}: its architecture ({source.name}) differs from this run's "
-                                    f"({spec.name}): {'; '.join(diffs[:3])}")
-    groups, metadata = C.read_weights(weights)
-    which = "ema" if "ema" in groups else "model"
-    if which not in groups:
-        raise C.CheckpointError(f"--init: {weights} holds no model weights")
-    try:
-        C.check_state_dict(groups[which], model, f"--init {weights}")
-    except C.CheckpointError as e:
-        raise C.CheckpointError(f"{e} (the architecture of --init must be this run's)") from None
-    model.load_state_dict(groups[which])
-    return {"file": str(weights), "weights": which, "global_step": metadata.get("global_step")}
-
-
-# -- QAT in a run ---------------------------------------------------------------------------------------------
 def qat_start_epoch(config: TrainConfig) -> int | None:
     """The first (0-based) epoch trained with fake quantisation, None without QAT."""
     if not config.qat:
@@ -157,7 +71,7 @@ def run_calibration(data_info: dict[str, Any] | None, fallback: Any, samples: in
 def qat_state_of(run_dir: str | os.PathLike, checkpoint: str = "last", weights: str = "ema"
                  ) -> dict[str, torch.Tensor] | None:
     """The observers saved with a run's checkpoint for its ``weights`` (None for a run without QAT)."""
-    groups, _ = C.read_weights(C.checkpoint_paths(run_dir, checkpoint))
+    groups, _ = read_weights(checkpoint_paths(run_dir, checkpoint))
     if weights == "ema" and EMA_QAT_GROUP in groups:
         return groups[EMA_QAT_GROUP]
     return groups.get(QAT_GROUP)
@@ -170,7 +84,7 @@ def prepared_from_run(run_dir: str | os.PathLike, checkpoint: str = "last", weig
 
     state = qat_state_of(run_dir, checkpoint, weights)
     if state is None:
-        raise C.CheckpointError(f"{run_dir} ({checkpoint} checkpoint) holds no quantisation-aware training state")
+        raise CheckpointError(f"{run_dir} ({checkpoint} checkpoint) holds no quantisation-aware training state")
     model, _ = load_run(run_dir, checkpoint=checkpoint, weights=weights, device="cpu")
     qat = prepare_qat(model)
     qat.load_state_dict(state)
@@ -232,3 +146,39 @@ def convert_run(model: nn.Module, qat: Any, out: str | os.PathLike, data_info: d
             f"{first['count']:,} images, {again['top1']:.2f}% after reloading the file; fake-quantised model "
             f"{record['qat_top1']:.2f}%, predictions agree on {100 * record['agreement_with_qat']:.2f}%")
     return record
+
+
+# -- the phase in a run's loop ---------------------------------------------------------------------------------
+def qat_groups(qat: Any | None, ema_qat: Any | None) -> dict[str, dict[str, torch.Tensor]] | None:
+    """The observers' tensors a checkpoint carries (``qat.*``, ``ema_qat.*``); None without QAT."""
+    if qat is None:
+        return None
+    groups = {QAT_GROUP: qat.state_dict()}
+    if ema_qat is not None:
+        groups[EMA_QAT_GROUP] = ema_qat.state_dict()
+    return groups
+
+
+def switch_qat(qat: Any | None, ema_qat: Any | None, epoch: int, config: TrainConfig) -> None:
+    """Fake quantisation on from the QAT start epoch; once the observers have seen data it stays on (a
+    resumed run given more epochs does not go back to float)."""
+    if qat is None:
+        return
+    started = any(int(fq.updates) > 0 for fq in qat.observers.values())
+    on = started or epoch >= qat_start_epoch(config)
+    for q in (qat, ema_qat):
+        if q is not None:
+            q.set_enabled(on)
+
+
+def after_qat_step(qat: Any | None, ema_qat: Any | None, ema_decay: float | None, dist: DistInfo) -> None:
+    """After an optimizer step: one set of ranges over the processes (their average), and the EMA model's ranges
+    following the model's as its weights do."""
+    if qat is None or not qat.enabled:
+        return
+    if dist.enabled:
+        flat = qat.flat_ranges()
+        all_reduce_tensor(flat, dist)
+        qat.load_flat_ranges(flat / dist.world_size)
+    if ema_qat is not None and ema_decay is not None:
+        ema_qat.ema_update(qat, ema_decay)
