@@ -274,7 +274,9 @@ class Trainer:
         else:
             config = resolve(Q.with_init_defaults(given))
             existing = _existing_run_files(out)
-            if existing and not given.overwrite:
+            # A directory whose run stopped before its first checkpoint (a corrupt image with --on-corrupt fail,
+            # a typo noticed at once) holds nothing to protect: the same command reuses it.
+            if C.holds_checkpoint(out) and not given.overwrite:
                 raise ValueError(f"{out} already holds a training run ({', '.join(existing[:4])}); pass --resume to "
                                  f"continue it or --overwrite to start afresh")
             self.pointer = None
@@ -367,7 +369,7 @@ class Trainer:
                 "ranks": rank_states, "best": self.best, "best_epoch": self.best_epoch,
                 "elapsed": self._elapsed(), "epoch_elapsed": self._epoch_elapsed(),
             }
-            C.save_checkpoint(self.out, weights, state, info)
+            C.save_checkpoint(self.out, weights, state, info, keep=self.c.keep)
         self.last_ckpt = info
         D.barrier(self.dist)
 
@@ -387,9 +389,17 @@ class Trainer:
             torch.distributed.broadcast(b, 0)
 
     def _load_checkpoint(self) -> tuple[int, int]:
-        pointer = self.pointer
-        weights_path, state_path = self.out / pointer["weights"], self.out / pointer["state"]
-        groups, _ = C.read_weights(weights_path)
+        # The newest checkpoint whose files verify; newer damaged ones are passed over, with a warning naming them
+        # and the steps that will be trained again.
+        restored = C.restore_last_good(self.out)
+        if self.dist.is_main:
+            for message in restored.warnings():  # on stderr even when quiet: the run redoes work
+                if self._log is not None:
+                    self._log(message)
+                else:
+                    print(message, file=sys.stderr)
+        pointer, groups, state = restored.entry, restored.groups, restored.state
+        weights_path, state_path = restored.weights_path, restored.state_path
         if "model" not in groups:
             raise C.CheckpointError(f"{weights_path} holds no model weights")
         C.check_state_dict(groups["model"], self.raw_model, str(weights_path))
@@ -409,7 +419,6 @@ class Trainer:
                 qat.load_state_dict(groups[group])
             except ValueError as e:
                 raise C.CheckpointError(f"{weights_path}: {e}") from None
-        state = C.read_state(state_path)
         ranks = state["ranks"]
         if len(ranks) != self.dist.world_size:
             # The batches are the same for any number of processes; only the per-process random streams
