@@ -270,7 +270,6 @@ class Trainer:
             except (OSError, json.JSONDecodeError, KeyError, TypeError) as e:
                 raise C.CheckpointError(f"--resume: cannot read the run's config {cfg_path}: {e}") from None
             config = resolve(merge_resume_config(saved, given))
-            self.pointer = pointer
         else:
             config = resolve(Q.with_init_defaults(given))
             existing = _existing_run_files(out)
@@ -279,7 +278,6 @@ class Trainer:
             if C.holds_checkpoint(out) and not given.overwrite:
                 raise ValueError(f"{out} already holds a training run ({', '.join(existing[:4])}); pass --resume to "
                                  f"continue it or --overwrite to start afresh")
-            self.pointer = None
         self.out = out
         return config
 
