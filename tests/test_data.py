@@ -6,6 +6,8 @@ import gzip
 import math
 import shutil
 import struct
+import subprocess
+import sys
 import warnings
 from pathlib import Path
 
@@ -313,6 +315,31 @@ def test_corrupt_image_skipped_and_counted(corrupt_folder, num_workers):
         messages = [str(w.message) for w in caught if issubclass(w.category, CorruptImageWarning)]
         assert len(messages) == 2 and any("broken.jpg" in m for m in messages)
     assert collate([None, None]) is None
+
+
+def test_empty_image_file_is_named_empty(tmp_path):
+    empty = tmp_path / "empty.png"
+    empty.write_bytes(b"")
+    with pytest.raises(DataError, match=r"cannot read image .*empty\.png: empty file \(0 bytes\)") as info:
+        decode_image(empty)
+    assert "cannot identify" not in str(info.value)
+
+
+def test_skip_warning_is_one_line_without_source(corrupt_folder, tmp_path):
+    """What a user sees on stderr for a skipped image: the warning line only, no line of the code that loaded it
+    (a script file, whose lines Python could show)."""
+    script = tmp_path / "load.py"
+    script.write_text(
+        "from mobilenetv3.data import load_dataset\n"
+        f"ds = load_dataset({str(corrupt_folder)!r}, 'train', resolution=8, train=False, on_corrupt='skip')\n"
+        "items = [ds[i] for i in range(len(ds))]\n"
+    )
+    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 2 and all("CorruptImageWarning: skipping unreadable image: cannot read image" in line
+                                   for line in lines), result.stderr
+    assert any("broken.jpg" in line for line in lines) and any("cut.jpg" in line for line in lines)
 
 
 def test_decode_modes(tmp_path):

@@ -85,7 +85,7 @@ def test_from_dict_errors():
     data = get_spec("mobilenet_v3_small").to_dict()
     with pytest.raises(SpecError, match="unknown spec field"):
         ArchSpec.from_dict({**data, "colour": "red"})
-    with pytest.raises(SpecError, match="block 0: missing field"):
+    with pytest.raises(SpecError, match="block 1: missing field"):
         ArchSpec.from_dict({**data, "blocks": [{"kernel": 3}]})
     with pytest.raises(SpecError, match="not valid JSON"):
         ArchSpec.from_json("{")
@@ -106,3 +106,18 @@ def test_output_stride_tf_way():
     assert [b.dilation for b in os8.blocks[6:]] == [1] + [2] * 6 + [4] * 2
     with pytest.raises(SpecError):
         with_output_stride(spec, 64)
+
+
+def test_every_spec_error_numbers_blocks_as_profile_does():
+    """A bad value, an unknown field, a missing field and a non-object in the same (second) block all say
+    "block 2", the name `mnv3 profile` prints for its layers (block2.dw, ...)."""
+    from mobilenetv3.cost import spec_cost
+
+    data = get_spec("mobilenet_v3_small").to_dict()
+    second = data["blocks"][1]
+    assert [layer.name for layer in spec_cost(get_spec("mobilenet_v3_small")).layers if layer.name.startswith(
+        "block2.")] == ["block2.expand", "block2.dw", "block2.project"]
+    for bad in ({**second, "stride": 3}, {**second, "colour": "red"}, {"kernel": 3}, "not a block"):
+        blocks = [data["blocks"][0], bad, *data["blocks"][2:]]
+        with pytest.raises(SpecError, match=r"block 2: "):
+            ArchSpec.from_dict({**data, "blocks": blocks})

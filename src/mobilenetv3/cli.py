@@ -267,6 +267,8 @@ def _add_training_commands(sub) -> None:
                    help="torch.use_deterministic_algorithms")
     g.add_argument("--eval-batch-size", type=int)
     g.add_argument("--checkpoint-every-steps", type=int, metavar="K", help="also checkpoint every K steps")
+    g.add_argument("--keep", type=int, default=2, metavar="N",
+                   help="checkpoints kept (default 2: --resume passes over a damaged newest one to the one before)")
     g.add_argument("--log-every-steps", type=int, metavar="N", help="also write a metrics line every N steps")
     g.add_argument("--tensorboard", action=argparse.BooleanOptionalAction,
                    help="log to RUN_DIR/tensorboard (default: when tensorboard is installed)")

@@ -165,7 +165,7 @@ class ArchSpec:
             raise SpecError("'blocks' must be a list of block objects")
         block_fields = {f.name for f in fields(BlockSpec)}
         blocks = []
-        for i, b in enumerate(data["blocks"]):
+        for i, b in enumerate(data["blocks"], start=1):  # numbered from 1, as validate() and `mnv3 profile` do
             if not isinstance(b, dict):
                 raise SpecError(f"block {i}: must be an object, got {type(b).__name__}")
             bad = sorted(set(b) - block_fields)

@@ -29,6 +29,7 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".
 ON_CORRUPT = ("fail", "skip")
 _EXIF_ORIENTATION = 0x0112
 _SKIP_SLOTS = 64  # one counter per DataLoader worker (slot 0: the main process), so no two processes share one
+_SKIP_WARNINGS: dict = {}  # warnings' registry for the skip warnings ("default" action: each message once)
 
 
 def _to_mode(im: Image.Image, channels: int) -> Image.Image:
@@ -60,9 +61,26 @@ def decode_image(path: str | os.PathLike, channels: int = 3) -> torch.Tensor:
     except FileNotFoundError:
         raise DataError(f"image not found: {path}") from None
     except Exception as e:  # Pillow reports damaged files as OSError, SyntaxError, struct.error, ...
+        if _is_empty(path):  # Pillow only says "cannot identify image file"
+            raise DataError(f"cannot read image {path}: empty file (0 bytes)") from None
         raise DataError(f"cannot read image {path}: {type(e).__name__}: {e}") from e
     tensor = torch.from_numpy(array)
     return tensor[None] if tensor.ndim == 2 else tensor.permute(2, 0, 1).contiguous()
+
+
+def _is_empty(path: str | os.PathLike) -> bool:
+    try:
+        return os.path.getsize(path) == 0
+    except OSError:
+        return False
+
+
+def _warn_skipped(error: DataError) -> None:
+    """A :class:`CorruptImageWarning` for a skipped image, shown as one line: attributed to the image file (line
+    0), not to a line of code, so the warning machinery prints no source line of torch's DataLoader under it. One
+    registry for all of them keeps Python's default "once per message" display."""
+    warnings.warn_explicit(f"skipping unreadable image: {error}", CorruptImageWarning, filename="mnv3 data",
+                           lineno=0, module=__name__, registry=_SKIP_WARNINGS)
 
 
 def load_image(path: str | os.PathLike, resolution: int, channels: int, mean: tuple[float, ...],
@@ -167,7 +185,7 @@ class ImageFolder(Dataset):
                 raise
             worker = get_worker_info()
             self._skips[0 if worker is None else 1 + worker.id % (_SKIP_SLOTS - 1)] += 1
-            warnings.warn(f"skipping unreadable image: {e}", CorruptImageWarning, stacklevel=2)
+            _warn_skipped(e)
             return None
         return self.transform(image), int(self.targets[index])
 

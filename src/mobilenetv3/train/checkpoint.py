@@ -1,107 +1,65 @@
-"""Checkpoints: safetensors weights, a training-state file, and atomic writes so that a kill never leaves a torn one.
+"""A training run's checkpoints: safetensors weights and a training-state file, hashed and kept two deep.
 
 A run directory holds::
 
     config.json              the resolved training configuration (and the data's classes, mean, std)
     spec.json                the architecture, with in_channels / num_classes / resolution of the data
     metrics.jsonl            one JSON object per line: epochs ("kind": "epoch") and optional step records
-    checkpoint.json          which files make up the last checkpoint (the commit record, replaced atomically)
+    checkpoint.json          the commit record: the kept checkpoints, newest first, and a SHA-256 of each file
     ckpt-<step>.safetensors  model weights ("model.<name>") and their EMA ("ema.<name>"), spec in the metadata
     ckpt-<step>.state.pt     optimizer, RNG states, position in the epoch (``torch.load(weights_only=True)``)
     best.safetensors         the weights of the best epoch so far (one file, replaced atomically)
 
-The last checkpoint is two files; they are written under new names, made durable, and only then does
-``checkpoint.json`` (rewritten atomically) point at them, after which the previous pair is deleted. A kill at any
-moment leaves ``checkpoint.json`` naming a complete pair.
+A checkpoint is committed through :func:`.commit.commit` (atomic writes, then the pointer, then deletion beyond
+``keep``, 2 by default), which records the SHA-256 of both files and of ``best.safetensors``. Every reader of a
+run's weights or state goes through :func:`read_weights` / :func:`read_state` (and so :func:`load_weights`,
+:func:`checkpoint_paths` + a read, :func:`spec_from_weights`), which verify the bytes before parsing them: a damaged
+file is a :class:`CheckpointError` naming it, and a swapped-in pickle is never unpickled. Resume
+(:func:`restore_last_good`) takes the newest checkpoint that verifies and says which newer ones it passed over;
+eval, predict, export and ``--init`` refuse a damaged file (naming it, and the older checkpoint kept). A run
+written before digests were recorded loads without a check or a warning (see :mod:`.commit`).
+
+A state file that is not what :func:`state_bytes` wrote (a pickle of other objects) is refused as "not a
+checkpoint this tool wrote"; it is never loaded another way.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import os
-import tempfile
-from collections.abc import Callable
+import pickle
+import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError, safe_open
+from safetensors import SafetensorError
+from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 from torch import nn
 
 from ..spec import ArchSpec, SpecError
+from .commit import (  # noqa: F401  (re-exported: the run's files are written with these)
+    KEEP,
+    POINTER,
+    CheckpointError,
+    atomic_write,
+    atomic_write_bytes,
+    atomic_write_json,
+    atomic_write_text,
+    commit,
+    load_pointer,
+    pointer_entries,
+    read_verified,
+    remove_stale_temporaries,
+)
 
 CHECKPOINT_FORMAT = "mobilenetv3-checkpoint/1"
 STATE_FORMAT = 1
-POINTER = "checkpoint.json"
 BEST = "best.safetensors"
 WEIGHT_KINDS = ("ema", "model")
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that is missing, unreadable or does not fit the model; the message names the file."""
-
-
-def _current_umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-_UMASK = _current_umask()
-
-
-# -- atomic writes --------------------------------------------------------------------------------
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return  # not possible on every platform; the rename itself is still atomic
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def atomic_write(path: str | os.PathLike, write: Callable[[Any], None], binary: bool = True) -> None:
-    """Write ``path`` through ``write(file)`` into a temporary file in the same folder, fsync it, then rename it
-    over ``path``: readers see the old file or the new one, never a part of one."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes the file private; give it the usual permissions
-        with os.fdopen(fd, "wb" if binary else "w") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    _fsync_dir(path.parent)
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    atomic_write(path, lambda f: f.write(data))
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    atomic_write_bytes(path, text.encode())
-
-
-def atomic_write_json(path: str | os.PathLike, data: Any) -> None:
-    atomic_write_text(path, json.dumps(data, indent=2) + "\n")
-
-
-def remove_stale_temporaries(directory: str | os.PathLike) -> None:
-    """Delete temporary files a killed writer left behind."""
-    for p in Path(directory).glob(".*.tmp"):
-        p.unlink(missing_ok=True)
 
 
 # -- weights ----------------------------------------------------------------------------------------
@@ -128,19 +86,23 @@ def weights_bytes(model_state: dict[str, torch.Tensor], ema_state: dict[str, tor
     return st_save(tensors, metadata=metadata)
 
 
+def _parse_safetensors(data: bytes) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    header_len = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8:8 + header_len])
+    return st_load(data), header.get("__metadata__") or {}
+
+
 def read_weights(path: str | os.PathLike) -> tuple[dict[str, dict[str, torch.Tensor]], dict[str, str]]:
-    """``({"model": state, "ema": state}, metadata)`` from a checkpoint file (``ema`` absent if it has none).
+    """``({"model": state, "ema": state}, metadata)`` from a checkpoint file (``ema`` absent if it has none),
+    verified against its run's record (:func:`read_verified`).
 
     A plain safetensors state dict (no ``model.``/``ema.`` prefixes) is read as model weights.
     """
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint file not found: {path}")
+    data = read_verified(path)
     try:
-        with safe_open(str(path), framework="pt") as f:
-            metadata = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
-    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        tensors, metadata = _parse_safetensors(data)
+    except (SafetensorError, ValueError, RuntimeError, AttributeError, UnicodeDecodeError) as e:
         raise CheckpointError(f"{path} is not a readable safetensors file (truncated or corrupt?): {e}") from None
     groups: dict[str, dict[str, torch.Tensor]] = {}
     if metadata.get("format") == CHECKPOINT_FORMAT:
@@ -199,21 +161,29 @@ def load_weights(model: nn.Module, path: str | os.PathLike, which: str = "ema") 
 
 # -- training state ------------------------------------------------------------------------------------
 def state_bytes(state: dict[str, Any]) -> bytes:
-    import io
-
     buffer = io.BytesIO()
     torch.save(state, buffer)
     return buffer.getvalue()
 
 
 def read_state(path: str | os.PathLike) -> dict[str, Any]:
-    """A training-state file, loaded with ``weights_only=True`` (tensors and plain containers only)."""
+    """A training-state file, verified (:func:`read_verified`), then loaded with ``weights_only=True`` (tensors
+    and plain containers only): anything else is refused, never loaded another way."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"training-state file not found: {path}")
+    data = read_verified(path)
+    not_ours = f"{path} is not a checkpoint this tool wrote (it holds objects other than tensors and plain " \
+               f"containers); it was not loaded"
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # truncated zip, bad pickle, disallowed global...: all mean "not a usable state file"
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch's note on pickle protocols: the error below says it all
+            state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise CheckpointError(not_ours) from None
+    except Exception as e:  # a truncated zip, a bad pickle...: not a usable state file
+        if "weights_only" in str(e):
+            raise CheckpointError(not_ours) from None
         raise CheckpointError(f"{path} is not a readable training-state file (truncated or corrupt?): "
                               f"{type(e).__name__}: {e}") from None
     if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
@@ -221,20 +191,24 @@ def read_state(path: str | os.PathLike) -> dict[str, Any]:
     return state
 
 
-# -- the last checkpoint ----------------------------------------------------------------------------------
+# -- a run's checkpoints -------------------------------------------------------------------------------------
 def read_pointer(run_dir: str | os.PathLike) -> dict[str, Any] | None:
-    """The contents of ``checkpoint.json``, or None when the run has no checkpoint."""
-    path = Path(run_dir) / POINTER
-    if not path.is_file():
+    """The verified contents of a run's ``checkpoint.json`` (top level: the newest checkpoint's ``weights``,
+    ``state``, ``epoch``, ``batch``, ``global_step``), or None when the run has no checkpoint."""
+    pointer = load_pointer(run_dir)
+    if pointer is None:
         return None
-    try:
-        pointer = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise CheckpointError(f"{path} is corrupt: {e}") from None
-    if not isinstance(pointer, dict) or not isinstance(pointer.get("weights"), str) or not isinstance(
-            pointer.get("state"), str):
-        raise CheckpointError(f"{path} is corrupt: it must name the 'weights' and 'state' files")
+    for entry in pointer_entries(pointer):
+        if not isinstance(entry.get("weights"), str) or not isinstance(entry.get("state"), str):
+            raise CheckpointError(f"{Path(run_dir) / POINTER} is corrupt: it must name the 'weights' and 'state' "
+                                  f"files")
     return pointer
+
+
+def holds_checkpoint(run_dir: str | os.PathLike) -> bool:
+    """Whether ``run_dir`` has committed a checkpoint (a directory whose run stopped before its first one holds
+    nothing to resume or to protect)."""
+    return (Path(run_dir) / POINTER).is_file()
 
 
 def checkpoint_name(global_step: int) -> str:
@@ -242,29 +216,75 @@ def checkpoint_name(global_step: int) -> str:
     return f"ckpt-{int(global_step):09d}.safetensors"
 
 
-def save_checkpoint(run_dir: str | os.PathLike, weights: bytes, state: dict[str, Any], info: dict[str, Any]) -> Path:
-    """Write a new last checkpoint (weights + training state) and switch ``checkpoint.json`` to it atomically."""
-    run_dir = Path(run_dir)
+def _is_checkpoint_file(name: str) -> bool:
+    return name.startswith("ckpt-")
+
+
+def save_checkpoint(run_dir: str | os.PathLike, weights: bytes, state: dict[str, Any], info: dict[str, Any],
+                    keep: int = KEEP) -> Path:
+    """Commit a new last checkpoint (weights + training state, ``info`` with ``global_step``) and keep ``keep``
+    (:func:`commit`); ``best.safetensors`` is recorded with it. Returns the weights path."""
     weights_name = checkpoint_name(info["global_step"])
     state_name = weights_name.replace(".safetensors", ".state.pt")
-    old = read_pointer(run_dir)
-    atomic_write_bytes(run_dir / weights_name, weights)
-    atomic_write_bytes(run_dir / state_name, state_bytes(state))
-    atomic_write_json(run_dir / POINTER, {"weights": weights_name, "state": state_name, **info})
-    keep = {weights_name, state_name, POINTER}
-    if old is not None:
-        for name in (old["weights"], old["state"]):
-            if name not in keep:
-                (run_dir / name).unlink(missing_ok=True)
-    # Files of a checkpoint interrupted before its pointer was written.
-    for p in run_dir.glob("ckpt-*"):
-        if p.name not in keep:
-            p.unlink(missing_ok=True)
-    return run_dir / weights_name
+    commit(run_dir, {weights_name: weights, state_name: state_bytes(state)},
+           {"weights": weights_name, "state": state_name, **info}, keep=keep, track=(BEST,),
+           owned=_is_checkpoint_file)
+    return Path(run_dir) / weights_name
+
+
+@dataclass
+class Restored:
+    """The newest checkpoint of a run that verifies: its pointer entry, files and contents, and the newer ones
+    passed over (entry, reasons)."""
+
+    entry: dict[str, Any]
+    weights_path: Path
+    state_path: Path
+    groups: dict[str, dict[str, torch.Tensor]]
+    state: dict[str, Any]
+    skipped: list[tuple[dict[str, Any], list[str]]] = field(default_factory=list)
+
+    def warnings(self) -> list[str]:
+        """What to tell the user when newer checkpoints were passed over (nothing otherwise)."""
+        if not self.skipped:
+            return []
+        lines = [f"warning: the checkpoint of step {e['global_step']} cannot be used: {'; '.join(reasons)}"
+                 for e, reasons in self.skipped]
+        newest, step = self.skipped[0][0]["global_step"], self.entry["global_step"]
+        lines.append(f"warning: resuming from {self.weights_path.name} (step {step}) instead: steps {step + 1}-"
+                     f"{newest} will be trained again")
+        return lines
+
+
+def restore_last_good(run_dir: str | os.PathLike) -> Restored:
+    """Read the newest checkpoint of ``run_dir`` whose files verify and parse; :class:`CheckpointError` listing
+    each file and why when none does."""
+    run_dir = Path(run_dir)
+    pointer = read_pointer(run_dir)
+    if pointer is None:
+        raise CheckpointError(f"{run_dir} has no checkpoint ({POINTER} not found)")
+    skipped = []
+    for entry in pointer_entries(pointer):
+        weights_path, state_path = run_dir / entry["weights"], run_dir / entry["state"]
+        reasons, groups, state = [], None, None
+        try:
+            groups, _ = read_weights(weights_path)
+        except CheckpointError as e:
+            reasons.append(str(e))
+        try:
+            state = read_state(state_path)
+        except CheckpointError as e:
+            reasons.append(str(e))
+        if not reasons:
+            return Restored(entry, weights_path, state_path, groups, state, skipped)
+        skipped.append((entry, reasons))
+    listing = "\n".join(f"  {reason}" for _, reasons in skipped for reason in reasons)
+    raise CheckpointError(f"no checkpoint in {run_dir} can be used:\n{listing}")
 
 
 def checkpoint_paths(run_dir: str | os.PathLike, which: str = "last") -> Path:
-    """The weights file of the ``last`` or ``best`` checkpoint of a run (or ``which`` as a path)."""
+    """The weights file of the ``last`` or ``best`` checkpoint of a run (or ``which`` as a path); the file is
+    verified when it is read (:func:`read_weights`)."""
     run_dir = Path(run_dir)
     if which == "best":
         path = run_dir / BEST

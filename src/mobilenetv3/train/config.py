@@ -58,7 +58,7 @@ RECIPES["fashion-mnist-long"] = {**RECIPES["fashion-mnist"], "epochs": 40, "rand
 
 # Fields a resumed run may change; any other field given on resume must equal the run's recorded value.
 RESUMABLE_CHANGES = ("epochs", "device", "workers", "threads", "quiet", "checkpoint_every_steps", "log_every_steps",
-                     "tensorboard", "eval_batch_size", "lr", "grad_clip", "compile")
+                     "tensorboard", "eval_batch_size", "lr", "grad_clip", "compile", "keep")
 # Fields that do not describe the run itself (not compared on resume, not part of the recipe).
 RUNTIME_FIELDS = ("out", "resume", "overwrite", "quiet")
 # Fields added after runs were recorded, with the value those runs had: their config.json reads as before.
@@ -120,6 +120,7 @@ class TrainConfig:
     limit_val: int | None = None
     eval_batch_size: int | None = None
     checkpoint_every_steps: int | None = None  # also checkpoint every K steps (mid-epoch), besides every epoch
+    keep: int = 2  # checkpoints kept: the newest and the one before it, for a resume past a damaged newest one
     log_every_steps: int | None = None  # also write a metrics line every N steps
     tensorboard: bool | None = None  # default: on when torch.utils.tensorboard imports
     init: str | None = None  # start from a run's EMA weights (RUN_DIR) or a weights file (.safetensors)
@@ -216,6 +217,7 @@ def validate(c: TrainConfig) -> None:
     _check(c.workers >= 0, f"workers must be >= 0, got {c.workers}")
     _check(c.threads is None or c.threads >= 1, f"threads must be >= 1, got {c.threads}")
     _check(c.eval_batch_size >= 1, f"eval batch size must be >= 1, got {c.eval_batch_size}")
+    _check(isinstance(c.keep, int) and c.keep >= 1, f"keep must be an integer >= 1, got {c.keep!r}")
     for name in ("limit_train", "limit_val", "checkpoint_every_steps", "log_every_steps"):
         value = getattr(c, name)
         _check(value is None or value >= 1, f"{name.replace('_', '-')} must be >= 1, got {value}")

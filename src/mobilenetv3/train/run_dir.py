@@ -21,6 +21,7 @@ from .checkpoint import (
     CheckpointError,
     atomic_write_json,
     atomic_write_text,
+    holds_checkpoint,
     read_pointer,
     remove_stale_temporaries,
 )
@@ -98,11 +99,10 @@ def record_run(out: Path, config: TrainConfig, data_info: dict[str, Any], derive
 
 class RunDirectory:
     """The trainer's checks of its run directory before anything is written (a mixin of
-    :class:`~.loop.Trainer`: reads ``self.given``, sets ``self.out`` and ``self.pointer``)."""
+    :class:`~.loop.Trainer`: reads ``self.given``, sets ``self.out``)."""
 
     given: TrainConfig
     out: Path
-    pointer: dict[str, Any] | None
 
     def _prepare_run_dir(self) -> TrainConfig:
         given = self.given
@@ -122,14 +122,14 @@ class RunDirectory:
             except (OSError, json.JSONDecodeError, KeyError, TypeError) as e:
                 raise CheckpointError(f"--resume: cannot read the run's config {cfg_path}: {e}") from None
             config = resolve(merge_resume_config(saved, given))
-            self.pointer = pointer
         else:
             config = resolve(with_init_defaults(given))
             existing = _existing_run_files(out)
-            if existing and not given.overwrite:
+            # A directory whose run stopped before its first checkpoint (a corrupt image with --on-corrupt fail,
+            # a typo noticed at once) holds nothing to protect: the same command reuses it.
+            if holds_checkpoint(out) and not given.overwrite:
                 raise ValueError(f"{out} already holds a training run ({', '.join(existing[:4])}); pass --resume to "
                                  f"continue it or --overwrite to start afresh")
-            self.pointer = None
         self.out = out
         return config
 

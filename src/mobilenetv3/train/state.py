@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import json
 import random
+import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,8 +28,7 @@ from .checkpoint import (
     atomic_write_text,
     check_state_dict,
     checkpoint_name,
-    read_state,
-    read_weights,
+    restore_last_good,
     save_checkpoint,
     weights_bytes,
 )
@@ -91,11 +92,11 @@ class TrainerState:
     out: Path
     dist: DistInfo
     device: torch.device
-    pointer: dict[str, Any]
     raw_model: nn.Module
     ema: ModelEMA | None
     optimizer: torch.optim.Optimizer
     last_ckpt: dict[str, Any] | None
+    _log: Callable[[str], None] | None
 
     def _state(self) -> dict[str, Any]:
         """This rank's part of the training state."""
@@ -125,7 +126,7 @@ class TrainerState:
                 "ranks": rank_states, "best": self.best, "best_epoch": self.best_epoch,
                 "elapsed": self._elapsed(), "epoch_elapsed": self._epoch_elapsed(),
             }
-            save_checkpoint(self.out, weights, state, info)
+            save_checkpoint(self.out, weights, state, info, keep=self.c.keep)
         self.last_ckpt = info
         barrier(self.dist)
 
@@ -145,9 +146,17 @@ class TrainerState:
             torch.distributed.broadcast(b, 0)
 
     def _load_checkpoint(self) -> tuple[int, int]:
-        pointer = self.pointer
-        weights_path, state_path = self.out / pointer["weights"], self.out / pointer["state"]
-        groups, _ = read_weights(weights_path)
+        # The newest checkpoint whose files verify; newer damaged ones are passed over, with a warning naming them
+        # and the steps that will be trained again.
+        restored = restore_last_good(self.out)
+        if self.dist.is_main:
+            for message in restored.warnings():  # on stderr even when quiet: the run redoes work
+                if self._log is not None:
+                    self._log(message)
+                else:
+                    print(message, file=sys.stderr)
+        pointer, groups, state = restored.entry, restored.groups, restored.state
+        weights_path, state_path = restored.weights_path, restored.state_path
         if "model" not in groups:
             raise CheckpointError(f"{weights_path} holds no model weights")
         check_state_dict(groups["model"], self.raw_model, str(weights_path))
@@ -167,7 +176,6 @@ class TrainerState:
                 qat.load_state_dict(groups[group])
             except ValueError as e:
                 raise CheckpointError(f"{weights_path}: {e}") from None
-        state = read_state(state_path)
         ranks = state["ranks"]
         if len(ranks) != self.dist.world_size:
             # The batches are the same for any number of processes; only the per-process random streams
