@@ -45,6 +45,11 @@ class Cost:
     def madds(self) -> int:
         return sum(layer.madds for layer in self.layers)
 
+    def to_dict(self, name: str | None = None) -> dict:
+        """Totals, the counting rule and every layer (what ``mnv3 profile --json`` prints)."""
+        return {"name": name, "resolution": list(self.resolution), "params": self.params, "madds": self.madds,
+                "madds_rule": MADDS_RULE, "layers": [layer.to_dict() for layer in self.layers]}
+
 
 def _conv(name: str, kind: str, c_in: int, c_out: int, kernel: int, stride: int, h: int, w: int,
           groups: int = 1, bias: bool = False, bn: bool = True) -> LayerCost:
@@ -124,3 +129,21 @@ def count_madds(module: nn.Module, input_shape: tuple[int, ...]) -> int:
         for h in handles:
             h.remove()
     return total
+
+
+def zoo_costs() -> list[dict]:
+    """Every zoo model at its listed widths with parameters and multiply-adds at its default resolution, beside
+    the paper's Table 3 figures (millions) where the paper gives them (``mnv3 models``)."""
+    from .zoo import REGISTRY, get_spec, list_models
+
+    rows = []
+    for family, width in list_models():
+        spec = get_spec(family, width)
+        cost = spec_cost(spec)
+        paper = (REGISTRY[family].paper or {}).get(width)
+        rows.append({
+            "name": spec.name, "family": family, "width_mult": width, "resolution": spec.resolution,
+            "params": cost.params, "madds": cost.madds,
+            "paper_params_m": paper[0] if paper else None, "paper_madds_m": paper[1] if paper else None,
+        })
+    return rows

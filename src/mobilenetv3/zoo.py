@@ -221,3 +221,14 @@ def get_spec(name: str, width_mult: float = 1.0, **overrides) -> ArchSpec:
         hint = f" Did you mean {', '.join(close)}?" if close else ""
         raise KeyError(f"unknown model {name!r}.{hint} Known models: {', '.join(REGISTRY)}")
     return REGISTRY[name].spec(width_mult, **overrides)
+
+
+def resolve_spec(name: str | None = None, spec_file: str | None = None, width_mult: float = 1.0) -> ArchSpec:
+    """A spec from a zoo name (with its width multiplier) or a JSON spec file: exactly one of the two."""
+    if (name is None) == (spec_file is None):
+        raise ValueError("give a model NAME or --spec FILE.json (exactly one)")
+    if spec_file is not None:
+        if width_mult != 1.0:
+            raise ValueError("--width-mult applies to zoo models; a spec file already holds its widths")
+        return ArchSpec.load(spec_file)
+    return get_spec(name, width_mult)

@@ -169,7 +169,7 @@ def load_model_or_run(name: str | None = None, spec_file: str | None = None, wid
 
     Raises ``ValueError`` for a bad combination of arguments, ``FileNotFoundError`` for a missing run directory."""
     from ..deploy import calibrate_bn_on_noise
-    from ..zoo import get_spec
+    from ..zoo import resolve_spec
 
     if name is not None and spec_file is None and name.endswith(".json"):
         name, spec_file = None, name  # a spec file given where a name goes
@@ -180,14 +180,6 @@ def load_model_or_run(name: str | None = None, spec_file: str | None = None, wid
             raise FileNotFoundError(f"run directory not found: {name}")
         model, _ = load_run(name, checkpoint=checkpoint, weights=weights, device="cpu")
         return model, True
-    if (name is None) == (spec_file is None):
-        raise ValueError("give a model NAME or --spec FILE.json (exactly one)")
-    if spec_file is not None:
-        if width_mult != 1.0:
-            raise ValueError("--width-mult applies to zoo models; a spec file already holds its widths")
-        spec = ArchSpec.load(spec_file)
-    else:
-        spec = get_spec(name, width_mult)
-    model = MobileNetV3(spec)
+    model = MobileNetV3(resolve_spec(name, spec_file, width_mult))
     calibrate_bn_on_noise(model, min(resolution or model.spec.resolution, 224), batches=2, batch_size=4)
     return model, False

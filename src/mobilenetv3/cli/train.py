@@ -1,0 +1,210 @@
+"""`mnv3 train`, `mnv3 eval` and `mnv3 predict`: a training run, its evaluation and its predictions."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ..zoo import REGISTRY
+from .output import CLIError, print_json, table
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from dataclasses import fields
+
+    from ..extras import MissingExtraError
+    from ..tasks import get_task
+    from ..train import TrainConfig, TrainingDiverged, train
+
+    config = TrainConfig(**{f.name: getattr(args, f.name) for f in fields(TrainConfig)})
+    try:
+        result = train(config)
+    except TrainingDiverged as e:
+        print(f"mnv3 train: error: {e}", file=sys.stderr)
+        return 3
+    except MissingExtraError as e:
+        raise CLIError(str(e)) from None
+    if result.get("rank", 0) != 0:
+        return 130 if result["interrupted"] else 0
+    if args.json:
+        print_json(result)
+    elif not args.quiet:
+        metric = get_task(config.task).primary_metric
+        label = {"top1": "top-1"}.get(metric, metric)
+        last = result["last_epoch"] or {}
+        score = last.get(f"ema_val_{metric}", last.get(f"val_{metric}"))
+        best = result[f"best_{metric}"]
+        state = "interrupted" if result["interrupted"] else "done"
+        print(f"{state}: {result['run_dir']} at step {result['global_step']}"
+              + (f", epoch {last['epoch']}/{result['epochs']}, val {label} {score:.2f}%" if last else "")
+              + (f", best {best:.2f}% (epoch {result['best_epoch']})" if best else "")
+              + f", {result['wall_time_s'] / 60:.1f} min")
+        if result.get("int8"):
+            q = result["int8"]
+            print(f"int8: {result['run_dir']}/{q['path']}, ONNX Runtime top-1 {q['int8_top1']:.2f}% "
+                  f"({q['int8_top1_reloaded']:.2f}% after reloading the file), fake-quantised model "
+                  f"{q['qat_top1']:.2f}%")
+    return 130 if result["interrupted"] else 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from ..train import evaluate_run
+
+    result = evaluate_run(args.run_dir, data=args.data, data_dir=args.data_dir, split=args.split,
+                          weights=args.weights, checkpoint=args.checkpoint, batch_size=args.batch_size,
+                          device=args.device, workers=args.workers, limit=args.limit)
+    if args.json:
+        print_json(result)
+        return 0
+    print(f"{result['run_dir']} ({result['checkpoint']} checkpoint, {result['weights']} weights) on "
+          f"{result['data']} {result['split']}, {result['count']:,} images: top-1 {result['top1']:.2f}%, "
+          f"top-5 {result['top5']:.2f}%, loss {result['loss']:.4f}")
+    classes = result["classes"]
+    print()
+    print(table(["class", "images", "accuracy"],
+                 [[name, sum(row), "-" if acc is None else f"{acc:.2f}%"]
+                  for name, acc, row in zip(classes, result["per_class"].values(), result["confusion"],
+                                            strict=True)]))
+    if len(classes) <= 20:
+        print("\nconfusion matrix (rows: true class, columns: predicted)")
+        headers = ["", *[str(i) for i in range(len(classes))]]
+        rows = [[f"{i} {name}", *row] for i, (name, row) in enumerate(zip(classes, result["confusion"],
+                                                                          strict=True))]
+        print(table(headers, rows))
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from ..train import predict
+
+    results = predict(args.run_dir, args.images, weights=args.weights, checkpoint=args.checkpoint,
+                      top_k=args.top_k, device=args.device)
+    if args.json:
+        print_json(results)
+        return 0
+    for r in results:
+        print(r["image"])
+        for t in r["top"]:
+            print(f"  {100 * t['probability']:6.2f}%  {t['label']}")
+    return 0
+
+
+def register(sub) -> None:
+    from ..tasks import TASKS
+    from ..train.config import AMP_MODES, OPTIMIZERS, RECIPES, WD_EXEMPT
+    from ..train.schedule import SCHEDULES
+
+    p = sub.add_parser(
+        "train", help="train a model into a run directory (resumable; torchrun for several processes)",
+        description="Train a model. Options left out take the recipe's value (--recipe auto: 'fashion-mnist' for "
+                    "the Fashion-MNIST data, 'paper' otherwise); --resume takes them from the run. Under "
+                    "`torchrun --nproc-per-node N -m mobilenetv3 train ...` it runs DistributedDataParallel.")
+    g = p.add_argument_group("model and data")
+    g.add_argument("--task", choices=tuple(TASKS), help="what the model learns: its head, loss and metrics "
+                                                        "(default classification)")
+    g.add_argument("--model", help=f"zoo model: {', '.join(REGISTRY)}")
+    g.add_argument("--spec", metavar="FILE.json", help="a spec file instead of a zoo name")
+    g.add_argument("--width-mult", type=float, help="width multiplier for a zoo model (default 1.0)")
+    g.add_argument("--data", help="'fashion-mnist' or an image folder ROOT/{train,val}/<class>/... "
+                                  "(default fashion-mnist)")
+    g.add_argument("--data-dir", help="where to look for the data")
+    g.add_argument("--val-split", help="held-out split to validate on (default val; Fashion-MNIST: its test set)")
+    g.add_argument("--holdout", type=int, metavar="N",
+                   help="validate on N training images set aside (a fixed random choice) instead of --val-split, "
+                        "so that tuning never sees the test set; `mnv3 eval RUN_DIR --split test` then tests")
+    g.add_argument("--resolution", type=int, help="input size (default: the recipe's, else the spec's)")
+    g.add_argument("--channels", type=int, choices=(1, 3), help="input channels (default: the data's)")
+    g.add_argument("--limit-train", type=int, metavar="N", help="train on the first N images only")
+    g.add_argument("--limit-val", type=int, metavar="N", help="validate on the first N images only")
+    g.add_argument("--crop-scale", type=float, nargs=2, metavar=("LO", "HI"), help="area fraction of training crops")
+    g.add_argument("--hflip", type=float, help="probability of a horizontal flip")
+    g.add_argument("--color-jitter", type=float, help="brightness/contrast/saturation jitter strength")
+    g.add_argument("--random-erase", type=float, metavar="P",
+                   help="probability of random erasing: a rectangle of 2-40%% of the image replaced with noise")
+    g.add_argument("--crop-fraction", type=float, help="evaluation centre-crop fraction")
+    g.add_argument("--on-corrupt", choices=("fail", "skip"), help="unreadable images: fail (default) or skip")
+    g = p.add_argument_group("recipe")
+    g.add_argument("--recipe", choices=("auto", *RECIPES), help="defaults for the options below (default auto)")
+    g.add_argument("--epochs", type=int)
+    g.add_argument("--batch-size", type=int, help="global batch: images per step over all processes")
+    g.add_argument("--lr", type=float, help="peak learning rate (default: 0.1 x batch / 4096, the paper's scaling)")
+    g.add_argument("--schedule", choices=SCHEDULES)
+    g.add_argument("--warmup-epochs", type=float)
+    g.add_argument("--decay-rate", type=float, help="step schedule: multiply the lr by this ...")
+    g.add_argument("--decay-epochs", type=float, help="... every this many epochs")
+    g.add_argument("--min-lr", type=float, help="cosine schedule: final learning rate")
+    g.add_argument("--lr-base", type=float, help="lr at --lr-base-batch for the linear scaling (default 0.1)")
+    g.add_argument("--lr-base-batch", type=int, help="batch of --lr-base (default 4096)")
+    g.add_argument("--optimizer", choices=OPTIMIZERS)
+    g.add_argument("--momentum", type=float)
+    g.add_argument("--rmsprop-decay", type=float, help="RMSProp mean-square decay (alpha/rho)")
+    g.add_argument("--rmsprop-eps", type=float, help="RMSProp epsilon (inside the square root)")
+    g.add_argument("--weight-decay", type=float, help="L2 weight decay")
+    g.add_argument("--wd-exempt", choices=WD_EXEMPT, help="parameters without weight decay")
+    g.add_argument("--label-smoothing", type=float)
+    g.add_argument("--dropout", type=float, help="dropout before the classifier (default: the spec's)")
+    g.add_argument("--bn-momentum", type=float, help="BatchNorm running-statistics momentum, PyTorch's convention "
+                   "(default: the spec's, 0.01 as in the paper; 0.1 suits runs of a few thousand steps)")
+    g.add_argument("--ema-decay", type=float, help="weight EMA decay (0: no EMA)")
+    g.add_argument("--grad-clip", type=float, metavar="NORM", help="clip the global gradient norm")
+    g.add_argument("--accum-steps", type=int, help="micro-batches per step (gradient accumulation)")
+    g = p.add_argument_group("run")
+    g.add_argument("--out", required=True, metavar="RUN_DIR", help="run directory")
+    g.add_argument("--resume", action="store_true", help="continue the run in RUN_DIR from its last checkpoint")
+    g.add_argument("--overwrite", action="store_true", help="replace a run already in RUN_DIR")
+    g.add_argument("--seed", type=int, help="random seed (default 0)")
+    g.add_argument("--device", help="auto (default), cpu, cuda, cuda:N")
+    g.add_argument("--workers", type=int, help="DataLoader worker processes (default 0)")
+    g.add_argument("--threads", type=int, help="torch threads per process")
+    g.add_argument("--amp", choices=AMP_MODES, help="bf16 autocast: auto (CUDA only), off, bf16")
+    g.add_argument("--channels-last", action=argparse.BooleanOptionalAction, help="channels-last memory format")
+    g.add_argument("--compile", action=argparse.BooleanOptionalAction,
+                   help="torch.compile the training step (default off: it builds for a minute or more first; "
+                        "benchmarks/train_throughput.py measures what it gains)")
+    g.add_argument("--deterministic", action=argparse.BooleanOptionalAction,
+                   help="torch.use_deterministic_algorithms")
+    g.add_argument("--eval-batch-size", type=int)
+    g.add_argument("--checkpoint-every-steps", type=int, metavar="K", help="also checkpoint every K steps")
+    g.add_argument("--keep", type=int, default=2, metavar="N",
+                   help="checkpoints kept (default 2: --resume passes over a damaged newest one to the one before)")
+    g.add_argument("--log-every-steps", type=int, metavar="N", help="also write a metrics line every N steps")
+    g.add_argument("--tensorboard", action=argparse.BooleanOptionalAction,
+                   help="log to RUN_DIR/tensorboard (default: when tensorboard is installed)")
+    g.add_argument("--quiet", action="store_true", help="no progress bar or epoch lines")
+    g.add_argument("--json", action="store_true", help="print the final summary as JSON")
+    g = p.add_argument_group("fine-tuning and quantisation-aware training")
+    g.add_argument("--init", metavar="RUN_DIR|FILE.safetensors",
+                   help="start from a run's EMA weights (its model and data options are the defaults) or a weights "
+                        "file; the architecture must match")
+    g.add_argument("--qat", action="store_true", default=None,
+                   help="quantisation-aware training: fake int8 as ONNX Runtime runs it (needs the deploy extra); "
+                        "at the end RUN_DIR/model-int8.onnx is written and evaluated")
+    g.add_argument("--qat-epochs", type=int, metavar="N",
+                   help="fake quantisation for the last N epochs (default: all with --init, else the last 10%%, "
+                        "at least 1)")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("eval", help="evaluate a training run: top-1, top-5, per-class accuracy, confusion matrix")
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("--data", help="dataset (default: the run's)")
+    p.add_argument("--data-dir", help="where to look for the data (default: the run's)")
+    p.add_argument("--split", help="split (default: the run's validation split; 'holdout' for a run trained with "
+                                   "--holdout, whose test split is then 'test')")
+    p.add_argument("--weights", choices=("ema", "model"), default="ema", help="EMA (default) or raw weights")
+    p.add_argument("--checkpoint", default="last", help="last (default), best, or a checkpoint file")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--workers", type=int, default=0)
+    p.add_argument("--limit", type=int, metavar="N", help="evaluate the first N images only")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("predict", help="top-5 classes of image files with a trained run")
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("images", nargs="+", metavar="IMAGE")
+    p.add_argument("--weights", choices=("ema", "model"), default="ema", help="EMA (default) or raw weights")
+    p.add_argument("--checkpoint", default="last", help="last (default), best, or a checkpoint file")
+    p.add_argument("--top-k", type=int, default=5)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_predict)
