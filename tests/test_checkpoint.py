@@ -95,6 +95,46 @@ def test_a_kill_while_deleting_leaves_every_named_file(tmp_path, monkeypatch):
             K.read_verified(tmp_path / name)
 
 
+def commit_best(directory: Path, step: int, best: bytes | None) -> dict:
+    """A commit that also replaces the fixed-name file ``best.bin`` (as a run's best.safetensors)."""
+    return K.commit(directory, {f"a-{step}.bin": b"a%d" % step}, {"global_step": step}, track=("best.bin",),
+                    replace=None if best is None else {"best.bin": best}, owned=lambda n: n.startswith("a-"))
+
+
+def test_a_kill_before_a_replaced_file_is_written_leaves_its_previous_content_readable(tmp_path, monkeypatch):
+    commit_best(tmp_path, 1, b"best of epoch 1")
+    write = K.atomic_write_bytes
+
+    def killed_at_best(path, data):
+        if Path(path).name == "best.bin":
+            raise KeyboardInterrupt
+        write(path, data)
+
+    monkeypatch.setattr(K, "atomic_write_bytes", killed_at_best)
+    with pytest.raises(KeyboardInterrupt):
+        commit_best(tmp_path, 2, b"best of epoch 2")
+    monkeypatch.undo()
+    # The pointer already names the new best, but the old one on disk is intact: it is read, not refused.
+    assert K.load_pointer(tmp_path)["global_step"] == 2
+    assert K.read_verified(tmp_path / "best.bin") == b"best of epoch 1"
+    # The next commit records what is there; a later replacement is verified against its own digest.
+    commit_best(tmp_path, 3, None)
+    assert K.read_verified(tmp_path / "best.bin") == b"best of epoch 1"
+    assert "replacing" not in K.load_pointer(tmp_path)
+    commit_best(tmp_path, 4, b"best of epoch 4")
+    assert K.read_verified(tmp_path / "best.bin") == b"best of epoch 4"
+
+
+def test_a_damaged_tracked_file_is_not_recorded_as_good_by_the_next_commit(tmp_path):
+    commit_best(tmp_path, 1, b"best of epoch 1")
+    flip(tmp_path / "best.bin")
+    commit_best(tmp_path, 2, None)  # a commit that does not replace best must not bless its damaged bytes
+    with pytest.raises(CheckpointError, match="best.bin is truncated or corrupt"):
+        K.read_verified(tmp_path / "best.bin")
+    commit_best(tmp_path, 3, b"best of epoch 3")  # a new best replaces it, and verifies
+    assert K.read_verified(tmp_path / "best.bin") == b"best of epoch 3"
+
+
 def test_entries_at_or_beyond_a_redone_step_are_dropped(tmp_path):
     for step in (4, 8, 12):
         commit_step(tmp_path, step, keep=3)

@@ -221,13 +221,15 @@ def _is_checkpoint_file(name: str) -> bool:
 
 
 def save_checkpoint(run_dir: str | os.PathLike, weights: bytes, state: dict[str, Any], info: dict[str, Any],
-                    keep: int = KEEP) -> Path:
+                    keep: int = KEEP, best: bytes | None = None) -> Path:
     """Commit a new last checkpoint (weights + training state, ``info`` with ``global_step``) and keep ``keep``
-    (:func:`commit`); ``best.safetensors`` is recorded with it. Returns the weights path."""
+    (:func:`commit`); ``best.safetensors`` is recorded with it, and replaced by ``best`` when given (the epoch
+    just ended is the best so far). Returns the weights path."""
     weights_name = checkpoint_name(info["global_step"])
     state_name = weights_name.replace(".safetensors", ".state.pt")
     commit(run_dir, {weights_name: weights, state_name: state_bytes(state)},
            {"weights": weights_name, "state": state_name, **info}, keep=keep, track=(BEST,),
+           replace=None if best is None else {BEST: best},
            owned=_is_checkpoint_file)
     return Path(run_dir) / weights_name
 

@@ -32,7 +32,7 @@ POINTER = "checkpoint.json"
 POINTER_FORMAT = 2  # 1 (no "format" key): a training run's single checkpoint, no digests
 KEEP = 2  # the newest entry and the one before it: a damaged newest one costs one interval of work
 ORDER = "global_step"
-_POINTER_KEYS = ("format", "previous", "sha256", "checksum")  # the rest of a pointer is its newest entry
+_POINTER_KEYS = ("format", "previous", "sha256", "replacing", "checksum")  # the rest: its newest entry
 
 
 class CheckpointError(ValueError):
@@ -169,7 +169,9 @@ def read_verified(path: str | os.PathLike, pointer_name: str = POINTER) -> bytes
     pointer = load_pointer(path.parent, pointer_name)
     data = path.read_bytes()
     expected = None if pointer is None else pointer.get("sha256", {}).get(path.name)
-    if expected is not None and sha256_hex(data) != expected:
+    # a file of fixed name that the newest commit replaces may still hold its previous (recorded) content
+    previous = None if pointer is None else pointer.get("replacing", {}).get(path.name)
+    if expected is not None and sha256_hex(data) not in (expected, previous):
         older = _older_file(pointer, path.name)
         hint = f"; the checkpoint before it is kept as {path.parent / older}" if older else ""
         raise CheckpointError(f"{path} is truncated or corrupt: its SHA-256 differs from the one {pointer_name} "
@@ -178,16 +180,24 @@ def read_verified(path: str | os.PathLike, pointer_name: str = POINTER) -> bytes
 
 
 def commit(directory: str | os.PathLike, files: dict[str, bytes], entry: dict[str, Any], *, keep: int = KEEP,
-           track: Iterable[str] = (), owned: Callable[[str], bool] | None = None, order: str = ORDER,
+           track: Iterable[str] = (), replace: dict[str, bytes] | None = None,
+           owned: Callable[[str], bool] | None = None, order: str = ORDER,
            pointer_name: str = POINTER) -> dict[str, Any]:
     """Add a checkpoint (``files``: name -> bytes; ``entry``: its JSON fields, with an integer ``order`` field) to
     ``directory`` and keep the newest ``keep``; returns the new pointer.
 
+    ``track``: files of fixed name outside the entries (a run's ``best.safetensors``) whose digests the pointer
+    carries from commit to commit; ``replace``: new contents for some of them, written by this commit.
+
     Order of work, so that a kill anywhere leaves a loadable directory: the files (each atomically), then the
-    pointer (atomically: entries, SHA-256 of every kept file and of the ``track`` files present), then deletion of
-    what no entry names any more: older entries beyond ``keep`` and files for which ``owned(name)`` is true
-    (leftovers of a commit killed before its pointer). Kept entries at or beyond the new one's ``order`` are
-    dropped: they are a future being redone (a resume from an older checkpoint)."""
+    pointer (atomically: entries, SHA-256 of every kept file and of the tracked files), then the replaced files
+    (atomically; until they are, the pointer also accepts their previous digest, under ``replacing``), then
+    deletion of what no entry names any more: older entries beyond ``keep`` and files for which ``owned(name)`` is
+    true (leftovers of a commit killed before its pointer). Kept entries at or beyond the new one's ``order`` are
+    dropped: they are a future being redone (a resume from an older checkpoint).
+
+    A tracked file's digest is never taken afresh from a file that no longer matches its record: a file damaged
+    on disk stays refused rather than being recorded as good by the next commit."""
     if keep < 1:
         raise ValueError(f"keep must be >= 1, got {keep}")
     directory = Path(directory)
@@ -202,11 +212,28 @@ def commit(directory: str | os.PathLike, files: dict[str, bytes], entry: dict[st
     kept = [e for e in old_entries if e.get(order, -1) < new[order]][:keep - 1]
     for e in kept:
         hashes.update({n: old_hashes[n] for n in entry_files(e) if n in old_hashes and n not in files})
-    for name in track:
-        if (directory / name).is_file():
-            hashes[name] = sha256_hex((directory / name).read_bytes())
+    old_replacing = old.get("replacing", {}) if old is not None else {}
+    replace = replace or {}
+    for name in {*track, *replace}:
+        recorded = old_hashes.get(name)
+        if not (directory / name).is_file():
+            continue
+        on_disk = sha256_hex((directory / name).read_bytes())
+        if recorded is None or on_disk in (recorded, old_replacing.get(name)):
+            hashes[name] = on_disk  # unrecorded (a run from before digests) or as recorded
+        else:
+            hashes[name] = recorded  # damaged since it was written: it stays refused
+    replacing = {}
+    for name, data in replace.items():
+        if name in hashes:
+            replacing[name] = hashes[name]
+        hashes[name] = sha256_hex(data)
     pointer = {"format": POINTER_FORMAT, **new, "previous": kept, "sha256": hashes}
+    if replacing:
+        pointer["replacing"] = replacing
     write_pointer(directory, pointer, pointer_name)
+    for name, data in replace.items():
+        atomic_write_bytes(directory / name, data)
     referenced = {n for e in (new, *kept) for n in entry_files(e)}
     stale = {n for e in old_entries for n in entry_files(e)}
     if owned is not None:

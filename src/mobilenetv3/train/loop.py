@@ -50,7 +50,7 @@ from .run_dir import TIMING_KEYS, RunDirectory, append_metrics, open_tensorboard
 from .run_spec import base_spec, model_spec
 from .sampler import EpochBatchSampler, SeededSamples, ShardedRange, mix_seed
 from .schedule import LRSchedule
-from .state import TrainerState, TrainingDiverged, save_best, seed_everything
+from .state import TrainerState, TrainingDiverged, best_bytes, seed_everything
 
 # Names this module has always offered (tests and users import them from here).
 __all__ = ["TIMING_KEYS", "Trainer", "TrainingDiverged", "model_spec", "param_groups", "read_metrics", "train"]
@@ -178,6 +178,7 @@ class Trainer(RunDirectory, TrainerState):
         self.sums, self.window = self._fresh_sums(), self._fresh_sums()
         self.elapsed_before = self.epoch_elapsed_before = 0.0
         self.last_ckpt: dict[str, Any] | None = None
+        self.pending_best: bytes | None = None
         self.start = (0, 0)
         if c.resume:
             self.start = self._load_checkpoint()
@@ -375,8 +376,8 @@ class Trainer(RunDirectory, TrainerState):
         if self.best is None or score > self.best:
             self.best, self.best_epoch = score, epoch + 1
             if self.dist.is_main:
-                save_best(self.out, self.raw_model, self.ema, self.spec, self._qat_groups(), epoch=epoch + 1,
-                          global_step=self.global_step, **{primary: score})
+                self.pending_best = best_bytes(self.raw_model, self.ema, self.spec, self._qat_groups(),
+                                               epoch=epoch + 1, global_step=self.global_step, **{primary: score})
         record.update({f"best_{primary}": self.best, "best_epoch": self.best_epoch})
         self._write_metrics(record)
         self.log(f"epoch {epoch + 1}/{self.c.epochs}: train loss {record['train_loss']:.4f} {task.describe(record)}; "

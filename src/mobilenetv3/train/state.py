@@ -21,10 +21,8 @@ from torch import nn
 
 from ..spec import ArchSpec
 from .checkpoint import (
-    BEST,
     STATE_FORMAT,
     CheckpointError,
-    atomic_write_bytes,
     atomic_write_text,
     check_state_dict,
     checkpoint_name,
@@ -76,12 +74,11 @@ def seed_everything(seed: int) -> None:
     np.random.seed(seed & 0xFFFFFFFF)
 
 
-def save_best(out: Path, model: nn.Module, ema: ModelEMA | None, spec: ArchSpec,
-              extra: dict[str, dict[str, torch.Tensor]] | None, **info: Any) -> None:
-    """``out/best.safetensors``: the weights of the best epoch so far, ``info`` (epoch, step, the score under
-    the task's primary metric) in its metadata."""
-    atomic_write_bytes(out / BEST, weights_bytes(model.state_dict(), ema.state_dict() if ema else None, spec, extra,
-                                                 **info))
+def best_bytes(model: nn.Module, ema: ModelEMA | None, spec: ArchSpec,
+               extra: dict[str, dict[str, torch.Tensor]] | None, **info: Any) -> bytes:
+    """The contents of ``best.safetensors``: the weights of the best epoch so far, ``info`` (epoch, step, the
+    score under the task's primary metric) in its metadata. The next checkpoint commits it with its digest."""
+    return weights_bytes(model.state_dict(), ema.state_dict() if ema else None, spec, extra, **info)
 
 
 class TrainerState:
@@ -96,6 +93,7 @@ class TrainerState:
     ema: ModelEMA | None
     optimizer: torch.optim.Optimizer
     last_ckpt: dict[str, Any] | None
+    pending_best: bytes | None  # best.safetensors's new contents, committed with the next checkpoint
     _log: Callable[[str], None] | None
 
     def _state(self) -> dict[str, Any]:
@@ -126,7 +124,8 @@ class TrainerState:
                 "ranks": rank_states, "best": self.best, "best_epoch": self.best_epoch,
                 "elapsed": self._elapsed(), "epoch_elapsed": self._epoch_elapsed(),
             }
-            save_checkpoint(self.out, weights, state, info, keep=self.c.keep)
+            save_checkpoint(self.out, weights, state, info, keep=self.c.keep, best=self.pending_best)
+            self.pending_best = None
         self.last_ckpt = info
         barrier(self.dist)
 
