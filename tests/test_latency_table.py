@@ -288,3 +288,12 @@ def test_check_scores_predictions_against_measurements(tmp_path):
     assert report["rmspe"] == pytest.approx(0.0, abs=1e-9)  # the first measurement is the sum exactly
     assert report["noise_rmspe"] == pytest.approx(0.01 / 1.0, rel=0.02)
     assert report["within_5"] == 1.0
+
+
+def test_build_adds_the_keys_of_extra_specs(tmp_path):
+    space = TinySpace()
+    other = space.seed.replace(stem_channels=24, last_channels=96)
+    table = build_table(space, 32, "eager", tmp_path / "t.json", measure=fake_measure, progress=False,
+                        extra_specs=[other])
+    assert set(block_keys(other, 32)) <= set(table.entries)
+    assert not set(block_keys(other, 32)) <= set(space_keys(space, 32))

@@ -26,11 +26,12 @@ def space_of(path: str, override: str | None):
 
 
 def cmd_build(args: argparse.Namespace) -> int:
-    from ..search.table_builder import TimingSettings, build_table
+    from ..search.table_builder import TimingSettings, build_table, zoo_specs
 
     settings = TimingSettings(warmup=args.warmup, min_runs=args.min_runs, min_seconds=args.min_seconds)
     built = build_table(get_space(args.space), args.resolution, args.runtime, args.out, threads=args.threads,
-                        settings=settings, force=args.force, progress=not args.quiet)
+                        settings=settings, force=args.force, progress=not args.quiet,
+                        extra_specs=zoo_specs(args.space, args.resolution))
     h = built.header
     print(f"{args.out}: {len(built.entries)} entries, {h['runtime']} {h['runtime_version']}, {h['threads']} "
           f"thread(s), {h['resolution']} px, {h['cpu']}; measuring took {h['build_seconds']:.0f} s in all")
@@ -140,7 +141,8 @@ def register(sub) -> None:
     actions = p.add_subparsers(dest="action", metavar="ACTION")
     actions.required = True
     d = TimingSettings()
-    b = actions.add_parser("build", help="measure every key of a space (resumable: rerun to continue)")
+    b = actions.add_parser("build", help="measure every key of a space and of the zoo's widths of its family "
+                                         "(resumable: rerun to continue)")
     b.add_argument("--space", required=True, help="search space name (e.g. mobilenet_v3_small)")
     b.add_argument("--resolution", type=int, required=True, help="input size the table is for")
     b.add_argument("--runtime", choices=TABLE_RUNTIMES, required=True)

@@ -32,6 +32,7 @@ from ..spec import ArchSpec, BlockSpec
 from .latency_table import (
     LatencyTable,
     TableFileError,
+    block_keys,
     check_compatible,
     conventions_of,
     expanded_conv_key,
@@ -42,6 +43,8 @@ from .latency_table import (
 )
 
 TABLE_RUNTIMES = ("eager", "onnxruntime", "openvino")
+# the zoo's widths of each space's family: their keys go into the space's table too, so the predictor can rank them
+ZOO_WIDTHS = {"mobilenet_v3_small": (0.75, 1.0, 1.25), "mobilenet_v3_large": (0.75, 1.0)}
 SAVE_EVERY_S = 5.0
 
 
@@ -71,6 +74,13 @@ def space_keys(space: Any, resolution: int) -> list[str]:
     for hw, ch in space.reachable_last_inputs(resolution):
         keys += last_stage_keys(seed, hw, ch)
     return list(dict.fromkeys(keys))
+
+
+def zoo_specs(space_name: str, resolution: int) -> list[ArchSpec]:
+    """The zoo models of ``space_name``'s family at ``resolution`` (:data:`ZOO_WIDTHS`; none for other spaces)."""
+    from ..zoo import get_spec
+
+    return [get_spec(space_name, w).replace(resolution=resolution) for w in ZOO_WIDTHS.get(space_name, ())]
 
 
 def key_module(key: str, seed: ArchSpec) -> tuple[nn.Module, tuple[int, ...]]:
@@ -135,11 +145,12 @@ def table_header(space: Any, resolution: int, runtime: str, threads: int, settin
 def build_table(space: Any, resolution: int, runtime: str, out: str | Path, *, threads: int = 1,
                 settings: TimingSettings | None = None, force: bool = False, progress: bool = True,
                 measure: Callable[[str], dict[str, float]] | None = None,
-                keys: Iterable[str] | None = None) -> LatencyTable:
+                keys: Iterable[str] | None = None, extra_specs: Iterable[ArchSpec] = ()) -> LatencyTable:
     """Measure every key of ``space`` at ``resolution`` on ``runtime`` into the table file ``out`` and return the
     table. An existing ``out`` is resumed: its entries are kept and not measured again (its header must match:
     same CPU, runtime, threads, resolution and space, unless ``force``). ``measure(key)`` replaces the timing
-    (tests); ``keys`` replaces the space's keys."""
+    (tests); ``keys`` replaces the space's keys; ``extra_specs`` adds the keys of these specs (say
+    :func:`zoo_specs`)."""
     if runtime not in TABLE_RUNTIMES:
         raise ValueError(f"latency tables are built for {', '.join(TABLE_RUNTIMES)}, not {runtime!r}")
     target(runtime).require()
@@ -154,6 +165,7 @@ def build_table(space: Any, resolution: int, runtime: str, out: str | Path, *, t
     else:
         table = LatencyTable(header)
     wanted = list(keys) if keys is not None else space_keys(space, resolution)
+    wanted = list(dict.fromkeys(wanted + [k for s in extra_specs for k in block_keys(s, resolution)]))
     todo = [k for k in wanted if k not in table.entries]
     measure = measure or (lambda key: time_key(key, space.seed, runtime, threads, settings))
     started = time.perf_counter()
@@ -181,5 +193,5 @@ def build_table(space: Any, resolution: int, runtime: str, out: str | Path, *, t
     return table
 
 
-__all__ = ["SAVE_EVERY_S", "TABLE_RUNTIMES", "TimingSettings", "build_table", "key_module", "space_keys",
-           "table_header", "time_key"]
+__all__ = ["SAVE_EVERY_S", "TABLE_RUNTIMES", "ZOO_WIDTHS", "TimingSettings", "build_table", "key_module",
+           "space_keys", "table_header", "time_key", "zoo_specs"]
