@@ -79,6 +79,8 @@ def cmd_latency(args: argparse.Namespace) -> int:
     if args.name is not None and args.name.endswith(".onnx"):
         return latency_of_onnx_file(args)
     args.runtime = args.runtime or "eager"
+    if args.predict and args.runtime == "all":
+        raise CLIError("--predict compares with one runtime: the table's (give --runtime)")
     model, trained = load_model(args.name, args.spec, args.width_mult, args.checkpoint, args.weights,
                                 args.resolution)
     runtimes = latency.available_runtimes() if args.runtime == "all" else [args.runtime]
@@ -92,6 +94,10 @@ def cmd_latency(args: argparse.Namespace) -> int:
     results, layers = report["results"], report["per_layer_eager"]
     for r in results:
         r["trained_weights"] = trained
+    if args.predict:
+        from .search import predicted_line
+
+        report["predicted"] = predicted_line(results[0], args.predict, model, args.resolution, args.force)
     if args.json:
         print_json(report)
         return 0
@@ -115,6 +121,10 @@ def cmd_latency(args: argparse.Namespace) -> int:
         print_ort_profile("onnxruntime-int8", report["per_layer_onnxruntime_int8"])
     if args.per_layer and "frozen" in runtimes and len(runtimes) == 1:
         print("\n(no per-layer profile for the frozen graph: freezing removes the module boundaries)")
+    if args.predict:
+        from .search import print_predicted
+
+        print_predicted(report["predicted"])
     if not trained:
         print("\nrandom weights (no checkpoint); latency does not depend on them")
     return 0
@@ -147,4 +157,8 @@ def register(sub) -> None:
                    help=f"cap the instruction set of oneDNN (OpenVINO's CPU plugin, PyTorch) for this run, as "
                         f"${ONEDNN_ISA_VARIABLE} does, e.g. {INT8_ISA_CAP}: on CPUs with AMX, measured faster "
                         f"for batch-1 OpenVINO int8 (its 1x1 convolutions on AVX-512 VNNI instead of AMX)")
+    p.add_argument("--predict", metavar="T.json", default=None,
+                   help="also print the latency a table of `mnv3 latency-table` predicts, beside the measured one")
+    p.add_argument("--force", action="store_true",
+                   help="--predict: use a table measured elsewhere (CPU, runtime, threads or resolution differ)")
     p.set_defaults(func=cmd_latency)

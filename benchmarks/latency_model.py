@@ -1,0 +1,88 @@
+"""The latency model's error on this machine (issue 14): per runtime and resolution, build (or reuse) the table of a
+search space, fit the predictor's correction on one sample of specs, check it on another, and print RMSPE, the
+share within 5% / 10%, Kendall's tau and the noise floor beside the entry count and the build time.
+
+    python benchmarks/latency_model.py                                   # onnxruntime and openvino, 224 and 64 px
+    python benchmarks/latency_model.py --runtimes onnxruntime --resolutions 64 --samples 100
+    python benchmarks/latency_model.py --space mobilenet_v3_large --resolutions 224   # then Large's widths rank too
+    python benchmarks/latency_model.py --json out.json
+
+Tables go to ``--tables`` (default ``latency_tables/``) as ``SPACE-RUNTIME-RES.json`` and are reused (a partial one
+is resumed, a fitted correction kept). Run it on a quiet machine, one core free: every figure is a measurement.
+The zoo's widths of the space's family (V3-Small 0.75/1.0/1.25, V3-Large 0.75/1.0) are ranked by the predictor
+and by measurement; a width whose blocks the table cannot interpolate is reported as such.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from mobilenetv3.runtime.cpu import machine_info
+from mobilenetv3.search.latency_table import load_table
+from mobilenetv3.search.predictor import MissingEntryError
+from mobilenetv3.search.table_builder import build_table, zoo_specs
+from mobilenetv3.search.table_check import check_table, fit_table, rank_check, table_measure
+
+
+def one(space_name: str, runtime: str, resolution: int, args: argparse.Namespace) -> dict:
+    from mobilenetv3.search.space import get_space  # issue 14's space module
+
+    space = get_space(space_name)
+    specs = zoo_specs(space_name, resolution)
+    path = Path(args.tables) / f"{space_name}-{runtime}-{resolution}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    table = build_table(space, resolution, runtime, path, threads=args.threads, progress=not args.quiet,
+                        extra_specs=specs)
+    if table.correction is None:
+        fit_table(path, space, args.fit_samples, progress=not args.quiet)
+    report = check_table(path, space, args.samples, progress=not args.quiet)
+    table = load_table(path)
+    row = {k: report[k] for k in ("rmspe", "within_5", "within_10", "kendall_tau", "noise_rmspe", "samples",
+                                  "sum_rmspe", "correction_kept")}
+    row.update(space=space_name, runtime=runtime, resolution=resolution, entries=len(table.entries),
+               build_seconds=table.header.get("build_seconds"), correction=table.correction, table=str(path))
+    try:
+        row["zoo_ranking"] = rank_check(table, specs, table_measure(table)) if specs else None
+    except MissingEntryError as e:
+        row["zoo_ranking"] = {"error": str(e)}
+    return row
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--space", default="mobilenet_v3_small")
+    p.add_argument("--runtimes", nargs="+", default=["onnxruntime", "openvino"])
+    p.add_argument("--resolutions", nargs="+", type=int, default=[224, 64])
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--samples", type=int, default=100, help="specs checked (each measured twice)")
+    p.add_argument("--fit-samples", type=int, default=60, help="other specs the correction is fitted on")
+    p.add_argument("--tables", default="latency_tables")
+    p.add_argument("--json", metavar="FILE")
+    p.add_argument("--quiet", action="store_true")
+    args = p.parse_args()
+    rows = [one(args.space, rt, res, args) for rt in args.runtimes for res in args.resolutions]
+    info = machine_info()
+    print(f"\n{args.space}, {args.threads} thread(s), {info['cpu']}, load {info['load_avg_1m']}, {info['date']}")
+    head = ["runtime", "px", "RMSPE", "within 5%", "within 10%", "tau", "noise floor", "sum RMSPE", "entries",
+            "build s"]
+    print(" | ".join(head))
+    for r in rows:
+        print(" | ".join([r["runtime"], str(r["resolution"]), f"{100 * r['rmspe']:.2f}%", f"{100 * r['within_5']:.0f}%",
+                          f"{100 * r['within_10']:.0f}%", f"{r['kendall_tau']:.3f}", f"{100 * r['noise_rmspe']:.2f}%",
+                          f"{100 * r['sum_rmspe']:.2f}%", str(r["entries"]), f"{r['build_seconds']:.0f}"]))
+    for r in rows:
+        rank = r["zoo_ranking"]
+        if rank:
+            verdict = rank.get("error") or ("same order" if rank["same_order"] else
+                                            f"predicted {rank['predicted_order']} vs measured {rank['measured_order']}")
+            print(f"{r['runtime']} {r['resolution']} px, zoo widths: {verdict}")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"machine": info, "rows": rows}, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

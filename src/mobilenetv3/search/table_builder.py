@@ -1,0 +1,197 @@
+"""Building a latency table on this machine: every key a search space can produce, timed in isolation as the
+runtime runs it.
+
+Each key becomes the module it names (:func:`key_module`: an :class:`~mobilenetv3.layers.InvertedResidual`, the
+stem's conv, the last stage's pieces), built with the space seed's conventions, and is prepared by the same
+:func:`~mobilenetv3.latency.targets.prepare_runtime` that ``mnv3 latency`` uses: for ``onnxruntime`` exported
+through :func:`~mobilenetv3.deploy.onnx_export.export_onnx` with BN folded and ONNX Runtime's NCHWc passes, for
+``openvino`` without them, for ``eager`` the module itself. So a block is timed with the fusions the runtime
+applies to the whole network. The harness is :func:`~mobilenetv3.runtime.timing.time_callable`.
+
+The build is resumable: measured entries are written to the table file atomically every few seconds and when the
+build stops (Ctrl-C, an error), and a rerun skips the keys already there, so no entry is measured twice.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..latency.targets import prepare_runtime, target
+from ..layers import ConvNormAct, InvertedResidual, SqueezeExcite, make_activation
+from ..runtime.cpu import cpu_model, onednn_isa_cap, pinned_threads
+from ..runtime.timing import time_callable
+from ..spec import ArchSpec, BlockSpec
+from .latency_table import (
+    LatencyTable,
+    TableFileError,
+    block_keys,
+    check_compatible,
+    conventions_of,
+    expanded_conv_key,
+    last_stage_keys,
+    load_table,
+    parse_key,
+    stem_key,
+)
+
+TABLE_RUNTIMES = ("eager", "onnxruntime", "openvino")
+# the zoo's widths of each space's family: their keys go into the space's table too, so the predictor can rank them
+ZOO_WIDTHS = {"mobilenet_v3_small": (0.75, 1.0, 1.25), "mobilenet_v3_large": (0.75, 1.0)}
+SAVE_EVERY_S = 5.0
+
+
+@dataclass(frozen=True)
+class TimingSettings:
+    """How long each entry is timed. Sized so that a V3-Small space at 224 (a few thousand entries) builds within
+    15 minutes on one core: a block runs in well under a millisecond, so 50 ms of timing still gives a median
+    over hundreds of runs, and each entry's export and session set-up cost about as much again."""
+
+    warmup: int = 10
+    min_runs: int = 20
+    min_seconds: float = 0.05
+    max_seconds: float = 5.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"warmup": self.warmup, "min_runs": self.min_runs, "min_seconds": self.min_seconds,
+                "max_seconds": self.max_seconds}
+
+
+def space_keys(space: Any, resolution: int) -> list[str]:
+    """Every key a spec of ``space`` can have at ``resolution``: the stem, every reachable block, the last stage
+    for every reachable input (the space's ``reachable_blocks`` and ``reachable_last_inputs``)."""
+    seed: ArchSpec = space.seed
+    keys = [stem_key(seed, resolution)]
+    for hw, in_ch, b in space.reachable_blocks(resolution):
+        keys.append(expanded_conv_key(hw, in_ch, b.kernel, b.exp, b.out, b.stride, b.se, b.act))
+    for hw, ch in space.reachable_last_inputs(resolution):
+        keys += last_stage_keys(seed, hw, ch)
+    return list(dict.fromkeys(keys))
+
+
+def zoo_specs(space_name: str, resolution: int) -> list[ArchSpec]:
+    """The zoo models of ``space_name``'s family at ``resolution`` (:data:`ZOO_WIDTHS`; none for other spaces)."""
+    from ..zoo import get_spec
+
+    return [get_spec(space_name, w).replace(resolution=resolution) for w in ZOO_WIDTHS.get(space_name, ())]
+
+
+def key_module(key: str, seed: ArchSpec) -> tuple[nn.Module, tuple[int, ...]]:
+    """The module a key names, with ``seed``'s conventions (activations, SE sizing, BN, padding), and its NCHW
+    input shape (batch 1)."""
+    p = parse_key(key)
+    (h, w, c), out = p["input"], p["output"]
+    norm = dict(bn_eps=seed.bn_eps, bn_momentum=seed.bn_momentum, padding=seed.padding)
+    kind = p["kind"]
+    if kind == "Conv":
+        module: nn.Module = ConvNormAct(c, out[2], seed.stem_kernel, seed.stem_stride, act=seed.stem_act, **norm)
+    elif kind == "expanded_conv":
+        act = "hswish" if p["hs"] else "relu"
+        block = BlockSpec(p["kernel"], p["expand"], out[2], bool(p["se"]), act, p["stride"])
+        one = seed.replace(blocks=(block,), stem_channels=c)  # sizes the SE as the spec would
+        module = InvertedResidual(c, block.exp, block.out, block.kernel, block.stride, 1, act, one.se_channels(0),
+                                  seed.se_inner_act, seed.se_gate, **norm)
+    elif kind == "Conv_1":
+        layers: list[nn.Module] = [ConvNormAct(c, out[2], 1, act=seed.last_act, **norm)]
+        if seed.last_se:
+            layers.append(SqueezeExcite(out[2], seed.replace(last_channels=out[2]).last_se_channels(),
+                                        seed.se_inner_act, seed.se_gate))
+        module = nn.Sequential(*layers)
+    elif kind == "AvgPool2D":
+        module = nn.AdaptiveAvgPool2d(1)
+    elif kind == "Conv_2":
+        module = nn.Sequential(nn.Conv2d(c, out[2], 1, bias=True), make_activation(seed.head_act))
+    else:  # Logits: the flatten and the classifier (dropout does nothing in eval)
+        module = nn.Sequential(nn.Flatten(1), nn.Linear(c, out[0]))
+    return module.eval(), (1, c, h, w)
+
+
+def time_key(key: str, seed: ArchSpec, runtime: str, threads: int, settings: TimingSettings) -> dict[str, float]:
+    """One entry: ``key``'s module prepared on ``runtime`` and timed; ``{count, median, p10, p90}`` in ms."""
+    module, shape = key_module(key, seed)
+    torch.manual_seed(0)
+    x = torch.randn(shape)
+    with pinned_threads(threads) as used:
+        prepared = prepare_runtime(runtime, module, x, used)
+        stats = time_callable(prepared.run, warmup=settings.warmup, min_runs=settings.min_runs,
+                              min_seconds=settings.min_seconds, max_seconds=settings.max_seconds)
+    return {"count": stats.runs, "median": stats.median_ms, "p10": stats.p10_ms, "p90": stats.p90_ms}
+
+
+def runtime_version(runtime: str) -> str:
+    import importlib
+
+    module = {"eager": "torch", "onnxruntime": "onnxruntime", "openvino": "openvino"}[runtime]
+    return importlib.import_module(module).__version__
+
+
+def table_header(space: Any, resolution: int, runtime: str, threads: int, settings: TimingSettings
+                 ) -> dict[str, Any]:
+    """What makes a table's figures valid: machine, runtime, threads, resolution, space, conventions, timing."""
+    return {"cpu": cpu_model(), "runtime": runtime, "runtime_version": runtime_version(runtime),
+            "torch_version": torch.__version__, "threads": threads, "resolution": resolution,
+            "space": space.name, "onednn_max_cpu_isa": onednn_isa_cap(),
+            "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "timing": settings.to_dict(), "units": "ms", "conventions": conventions_of(space.seed)}
+
+
+def build_table(space: Any, resolution: int, runtime: str, out: str | Path, *, threads: int = 1,
+                settings: TimingSettings | None = None, force: bool = False, progress: bool = True,
+                measure: Callable[[str], dict[str, float]] | None = None,
+                keys: Iterable[str] | None = None, extra_specs: Iterable[ArchSpec] = ()) -> LatencyTable:
+    """Measure every key of ``space`` at ``resolution`` on ``runtime`` into the table file ``out`` and return the
+    table. An existing ``out`` is resumed: its entries are kept and not measured again (its header must match:
+    same CPU, runtime, threads, resolution and space, unless ``force``). ``measure(key)`` replaces the timing
+    (tests); ``keys`` replaces the space's keys; ``extra_specs`` adds the keys of these specs (say
+    :func:`zoo_specs`)."""
+    if runtime not in TABLE_RUNTIMES:
+        raise ValueError(f"latency tables are built for {', '.join(TABLE_RUNTIMES)}, not {runtime!r}")
+    target(runtime).require()
+    settings = settings or TimingSettings()
+    out = Path(out)
+    header = table_header(space, resolution, runtime, threads, settings)
+    if out.exists():
+        table = load_table(out)
+        check_compatible(table, force=force, **{k: header[k] for k in ("cpu", "runtime", "threads", "resolution")})
+        if table.header.get("space") != space.name and not force:
+            raise TableFileError(f"{out} is a table of space {table.header.get('space')!r}, not {space.name!r}")
+    else:
+        table = LatencyTable(header)
+    wanted = list(keys) if keys is not None else space_keys(space, resolution)
+    wanted = list(dict.fromkeys(wanted + [k for s in extra_specs for k in block_keys(s, resolution)]))
+    todo = [k for k in wanted if k not in table.entries]
+    measure = measure or (lambda key: time_key(key, space.seed, runtime, threads, settings))
+    started = time.perf_counter()
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(wanted), initial=len(wanted) - len(todo), unit="entry", desc=f"{runtime} {resolution}px")
+    last_save = time.monotonic()
+    try:
+        for key in todo:
+            table.entries[key] = measure(key)
+            if bar is not None:
+                bar.update(1)
+            if time.monotonic() - last_save >= SAVE_EVERY_S:
+                table.save(out)
+                last_save = time.monotonic()
+    finally:
+        if bar is not None:
+            bar.close()
+        table.header["build_seconds"] = round(table.header.get("build_seconds", 0.0)
+                                              + time.perf_counter() - started, 1)
+        table.header["entries"] = len(table.entries)
+        table.save(out)  # also on Ctrl-C or an error: what was measured is kept for the rerun
+    return table
+
+
+__all__ = ["SAVE_EVERY_S", "TABLE_RUNTIMES", "ZOO_WIDTHS", "TimingSettings", "build_table", "key_module",
+           "space_keys", "table_header", "time_key", "zoo_specs"]

@@ -1,0 +1,141 @@
+"""How good a latency table is on this machine: its predictions against end-to-end measurements of sampled specs.
+
+:func:`check_table` samples specs from the table's space, measures each end to end twice on the table's runtime,
+threads and resolution (:func:`~mobilenetv3.latency.measure.measure_latency`, random weights: latency does not
+depend on them) and reports RMSPE, the share within 5% and 10%, Kendall's tau, and the noise floor: the RMSPE of
+the second measurement against the first, which no predictor can beat. :func:`fit_table` fits the predictor's
+correction on another sample (a different seed, so a check never scores specs the correction was fitted on).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..latency.measure import measure_latency
+from ..runtime.cpu import cpu_model
+from ..spec import ArchSpec
+from .latency_table import LatencyTable, check_compatible, load_table
+from .predictor import fit_correction, predict, rmspe, table_sum
+
+CHECK_SEED, FIT_SEED = 1, 2
+
+
+def within(predicted: Sequence[float], measured: Sequence[float], tolerance: float) -> float:
+    """The share (0..1) of predictions within ``tolerance`` (0.05 = 5%) of the measurement."""
+    p, m = np.asarray(predicted, float), np.asarray(measured, float)
+    return float(np.mean(np.abs(p - m) <= tolerance * m))
+
+
+def kendall_tau(a: Sequence[float], b: Sequence[float]) -> float:
+    """Kendall's tau-b between two rankings: (concordant - discordant) pairs over the pairs not tied, with the
+    ties of each side taken out as tau-b does, so tied values neither help nor hurt. O(n^2), numpy only."""
+    x, y = np.asarray(a, float), np.asarray(b, float)
+    if len(x) != len(y) or len(x) < 2:
+        raise ValueError("Kendall's tau needs two sequences of the same length, at least 2")
+    i, j = np.triu_indices(len(x), k=1)
+    dx, dy = np.sign(x[i] - x[j]), np.sign(y[i] - y[j])
+    n0 = len(i)
+    n1 = int(np.sum(dx == 0))  # pairs tied in a
+    n2 = int(np.sum(dy == 0))  # pairs tied in b
+    denominator = np.sqrt(float(n0 - n1) * float(n0 - n2))
+    if denominator == 0:
+        raise ValueError("Kendall's tau is undefined when one side is all ties")
+    return float(np.sum(dx * dy) / denominator)
+
+
+def sample_specs(space: Any, n: int, seed: int) -> list[ArchSpec]:
+    rng = random.Random(seed)
+    return [space.sample(rng) for _ in range(n)]
+
+
+MeasureFn = Callable[[ArchSpec], float]
+
+
+def table_measure(table: LatencyTable, *, warmup: int = 10, min_runs: int = 50, min_seconds: float = 1.0
+                  ) -> MeasureFn:
+    """A spec's end-to-end median (ms) on the table's runtime, threads and resolution."""
+    h = table.header
+
+    def measure(spec: ArchSpec) -> float:
+        return measure_latency(spec, runtime=h["runtime"], resolution=h["resolution"], threads=h["threads"],
+                               warmup=warmup, min_runs=min_runs, min_seconds=min_seconds).median_ms
+    return measure
+
+
+def open_checked(path: str | Path, force: bool) -> tuple[LatencyTable, list[str]]:
+    """The table at ``path``, refused when it was measured on another CPU (unless ``force``)."""
+    table = load_table(path)
+    for name in ("runtime", "threads", "resolution"):
+        if name not in table.header:
+            raise ValueError(f"{path}: the header records no {name} (an imported table): it cannot be checked "
+                             "end to end here")
+    return table, check_compatible(table, force=force, cpu=cpu_model())
+
+
+def fit_table(path: str | Path, space: Any, samples: int, *, force: bool = False, measure: MeasureFn | None = None,
+              seed: int = FIT_SEED, progress: bool = True, **timing: Any) -> dict[str, Any]:
+    """Measure ``samples`` specs of ``space`` (seed ``seed``), fit the correction on them and save it in the
+    table file; returns the correction record."""
+    table, _ = open_checked(path, force)
+    measure = measure or table_measure(table, **timing)
+    specs = sample_specs(space, samples, seed)
+    measured = [measure(s) for s in _progress(specs, progress, "fit")]
+    record = fit_correction(table, specs, measured)
+    table.save(path)
+    return record
+
+
+def check_table(path: str | Path, space: Any, samples: int, *, force: bool = False, measure: MeasureFn | None = None,
+                seed: int = CHECK_SEED, progress: bool = True, **timing: Any) -> dict[str, Any]:
+    """Predicted against measured for ``samples`` specs of ``space`` (seed ``seed``), each measured twice; the
+    report's ``rmspe``, ``within_5``, ``within_10`` and ``kendall_tau`` score the predictor the table holds (the
+    sum corrected when a correction was kept), ``sum_*`` the plain sum, ``noise_rmspe`` the second measurement
+    against the first. Fractions in 0..1."""
+    table, diffs = open_checked(path, force)
+    measure = measure or table_measure(table, **timing)
+    specs = sample_specs(space, samples, seed)
+    predicted, summed, first, second, interpolated = [], [], [], [], 0
+    for spec in _progress(specs, progress, "check"):
+        p = predict(table, spec)
+        predicted.append(p.ms)
+        summed.append(table_sum(table, spec).ms)
+        interpolated += len(p.interpolated)
+        first.append(measure(spec))
+        second.append(measure(spec))
+    measured = first
+    corr = table.correction or {}
+    return {"rmspe": rmspe(predicted, measured), "within_5": within(predicted, measured, 0.05),
+            "within_10": within(predicted, measured, 0.10), "kendall_tau": kendall_tau(predicted, measured),
+            "noise_rmspe": rmspe(second, first), "samples": samples,
+            "sum_rmspe": rmspe(summed, measured), "sum_within_10": within(summed, measured, 0.10),
+            "sum_kendall_tau": kendall_tau(summed, measured), "correction_kept": bool(corr.get("kept")),
+            "interpolated_keys": interpolated, "entries": len(table.entries), "header": table.header,
+            "mismatches_forced": diffs,
+            "specs": [{"name": s.name, "predicted_ms": p, "sum_ms": q, "measured_ms": m, "again_ms": a}
+                      for s, p, q, m, a in zip(specs, predicted, summed, first, second, strict=True)]}
+
+
+def rank_check(table: LatencyTable, specs: Sequence[ArchSpec], measure: MeasureFn) -> dict[str, Any]:
+    """Whether the predictor orders ``specs`` (e.g. the zoo's V3-Small widths) as measured."""
+    predicted = [predict(table, s).ms for s in specs]
+    measured = [measure(s) for s in specs]
+    order = lambda v: [specs[i].name for i in np.argsort(v, kind="stable")]  # noqa: E731
+    return {"predicted_order": order(predicted), "measured_order": order(measured),
+            "same_order": order(predicted) == order(measured), "predicted_ms": predicted, "measured_ms": measured}
+
+
+def _progress(items: list, on: bool, desc: str):
+    if not on:
+        return items
+    from tqdm import tqdm
+
+    return tqdm(items, desc=desc, unit="spec")
+
+
+__all__ = ["CHECK_SEED", "FIT_SEED", "check_table", "fit_table", "kendall_tau", "open_checked", "rank_check",
+           "sample_specs", "table_measure", "within"]
