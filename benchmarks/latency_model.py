@@ -24,7 +24,7 @@ from mobilenetv3.runtime.cpu import machine_info
 from mobilenetv3.search.latency_table import load_table
 from mobilenetv3.search.predictor import MissingEntryError
 from mobilenetv3.search.table_builder import build_table, zoo_specs
-from mobilenetv3.search.table_check import check_table, fit_table, rank_check, table_measure
+from mobilenetv3.search.table_check import check_table, fit_table, rank_check
 
 
 def one(space_name: str, runtime: str, resolution: int, args: argparse.Namespace) -> dict:
@@ -36,7 +36,7 @@ def one(space_name: str, runtime: str, resolution: int, args: argparse.Namespace
     path.parent.mkdir(parents=True, exist_ok=True)
     table = build_table(space, resolution, runtime, path, threads=args.threads, progress=not args.quiet,
                         extra_specs=specs)
-    if table.correction is None:
+    if table.correction is None or args.refit:
         fit_table(path, space, args.fit_samples, progress=not args.quiet)
     report = check_table(path, space, args.samples, progress=not args.quiet)
     table = load_table(path)
@@ -45,7 +45,7 @@ def one(space_name: str, runtime: str, resolution: int, args: argparse.Namespace
     row.update(space=space_name, runtime=runtime, resolution=resolution, entries=len(table.entries),
                build_seconds=table.header.get("build_seconds"), correction=table.correction, table=str(path))
     try:
-        row["zoo_ranking"] = rank_check(table, specs, table_measure(table)) if specs else None
+        row["zoo_ranking"] = rank_check(table, specs) if specs else None
     except MissingEntryError as e:
         row["zoo_ranking"] = {"error": str(e)}
     return row
@@ -60,6 +60,7 @@ def main() -> int:
     p.add_argument("--samples", type=int, default=100, help="specs checked (each measured twice)")
     p.add_argument("--fit-samples", type=int, default=60, help="other specs the correction is fitted on")
     p.add_argument("--tables", default="latency_tables")
+    p.add_argument("--refit", action="store_true", help="fit the correction again on a table that has one")
     p.add_argument("--json", metavar="FILE")
     p.add_argument("--quiet", action="store_true")
     args = p.parse_args()

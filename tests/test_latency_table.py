@@ -25,7 +25,7 @@ from mobilenetv3.search.latency_table import (
 )
 from mobilenetv3.search.predictor import MissingEntryError, fit_correction, interpolate, predict, table_sum
 from mobilenetv3.search.table_builder import TimingSettings, build_table, space_keys, time_key
-from mobilenetv3.search.table_check import check_table, kendall_tau, within
+from mobilenetv3.search.table_check import check_table, kendall_tau, measure_interleaved, within
 from mobilenetv3.spec import ArchSpec, BlockSpec
 from mobilenetv3.zoo import get_spec
 
@@ -297,3 +297,25 @@ def test_build_adds_the_keys_of_extra_specs(tmp_path):
                         extra_specs=[other])
     assert set(block_keys(other, 32)) <= set(table.entries)
     assert not set(block_keys(other, 32)) <= set(space_keys(space, 32))
+
+
+def test_interleaved_measurement_gives_the_median_of_all_rounds_and_of_each_half(tmp_path, monkeypatch):
+    """Every spec is prepared once and timed once per round, round after round; the halves are the even and the
+    odd rounds (the noise floor's two measurements)."""
+    import mobilenetv3.search.table_check as check
+
+    space = TinySpace()
+    table = build_table(space, 32, "eager", tmp_path / "t.json", measure=fake_measure, progress=False)
+    specs = [space.sample(random.Random(i)) for i in range(3)]
+    calls = []
+
+    def fake_interleaved(runners, *, rounds, **_):
+        calls.append((sorted(runners), rounds))
+        return {i: [10.0 * (i + 1) + r for r in range(rounds)] for i in runners}  # round r adds r ms
+
+    monkeypatch.setattr(check, "time_interleaved", fake_interleaved)
+    everything, even, odd = measure_interleaved(table, specs, rounds=4, progress=False)
+    assert calls == [([0, 1, 2], 4)]
+    assert everything == [11.5, 21.5, 31.5] and even == [11.0, 21.0, 31.0] and odd == [12.0, 22.0, 32.0]
+    with pytest.raises(ValueError, match="at least 2"):
+        measure_interleaved(table, specs, rounds=1, progress=False)

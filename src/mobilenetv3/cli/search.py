@@ -42,11 +42,15 @@ def timing_of(args: argparse.Namespace) -> dict:
     return {"warmup": args.warmup, "min_runs": args.min_runs, "min_seconds": args.min_seconds}
 
 
+def rounds_of(args: argparse.Namespace) -> dict:
+    return {**timing_of(args), "rounds": args.rounds}
+
+
 def cmd_fit(args: argparse.Namespace) -> int:
     from ..search.table_check import fit_table
 
     record = fit_table(args.table, space_of(args.table, args.space), args.samples, force=args.force,
-                       progress=not args.quiet, **timing_of(args))
+                       progress=not args.quiet, **rounds_of(args))
     if args.json:
         print_json(record)
         return 0
@@ -61,7 +65,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     from ..search.table_check import check_table
 
     report = check_table(args.table, space_of(args.table, args.space), args.samples, force=args.force,
-                         progress=not args.quiet, **timing_of(args))
+                         progress=not args.quiet, **rounds_of(args))
     for diff in report["mismatches_forced"]:
         print(f"mnv3 latency-table: warning: {diff}", file=sys.stderr)
     if args.json:
@@ -72,7 +76,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         return 0
     h = report["header"]
     print(f"{args.table}: {h.get('space')}, {h['runtime']}, {h['threads']} thread(s), {h['resolution']} px, "
-          f"{report['entries']} entries; {report['samples']} sampled specs, each measured twice")
+          f"{report['entries']} entries; {report['samples']} sampled specs, timed in {args.rounds} interleaved rounds")
     rows = [["table sum", f"{100 * report['sum_rmspe']:.2f}%", "-", f"{100 * report['sum_within_10']:.0f}%",
              f"{report['sum_kendall_tau']:.3f}"]]
     if report["correction_kept"]:
@@ -80,7 +84,7 @@ def cmd_check(args: argparse.Namespace) -> int:
                      f"{100 * report['within_10']:.0f}%", f"{report['kendall_tau']:.3f}"])
     else:
         rows[0][2] = f"{100 * report['within_5']:.0f}%"
-    rows.append(["noise floor (measured twice)", f"{100 * report['noise_rmspe']:.2f}%", "-", "-", "-"])
+    rows.append(["noise floor (even vs odd rounds)", f"{100 * report['noise_rmspe']:.2f}%", "-", "-", "-"])
     print(table(["predictor", "RMSPE", "within 5%", "within 10%", "Kendall tau"], rows))
     if report["interpolated_keys"]:
         print(f"({report['interpolated_keys']} block(s) interpolated: keys the table lacks)")
@@ -133,6 +137,7 @@ def print_predicted(pred: dict) -> None:
 
 def register(sub) -> None:
     from ..search.table_builder import TABLE_RUNTIMES, TimingSettings
+    from ..search.table_check import ROUNDS
 
     p = sub.add_parser("latency-table", help="a latency table of a search space on this machine: build, fit, check",
                        description="Latency tables for the search (docs/search.md): every block a space can "
@@ -170,9 +175,14 @@ def register(sub) -> None:
     for q in (f, c):
         q.add_argument("--space", default=None, help="the space (default: the table's)")
         q.add_argument("--json", action="store_true", help="machine-readable output")
-        q.add_argument("--warmup", type=int, default=10, help="end-to-end: untimed runs first (default 10)")
-        q.add_argument("--min-runs", type=int, default=50, help="end-to-end: timed runs (default 50)")
-        q.add_argument("--min-seconds", type=float, default=1.0, help="end-to-end: and this long (default 1 s)")
+        q.add_argument("--rounds", type=int, default=ROUNDS,
+                       help=f"end-to-end: interleaved rounds over all specs (default {ROUNDS}; even and odd rounds "
+                            "are the noise floor's two measurements)")
+        q.add_argument("--warmup", type=int, default=3, help="end-to-end: untimed runs per spec and round (default 3)")
+        q.add_argument("--min-runs", type=int, default=10,
+                       help="end-to-end: timed runs per spec and round (default 10)")
+        q.add_argument("--min-seconds", type=float, default=0.1,
+                       help="end-to-end: and this long per spec and round (default 0.1 s)")
     v = actions.add_parser("convert", help="between our JSON tables and Once-for-All's YAML layout")
     v.add_argument("table", metavar="IN")
     v.add_argument("out", metavar="OUT", help=".yaml/.yml: OFA's layout; else our JSON")

@@ -1,10 +1,16 @@
 """How good a latency table is on this machine: its predictions against end-to-end measurements of sampled specs.
 
-:func:`check_table` samples specs from the table's space, measures each end to end twice on the table's runtime,
-threads and resolution (:func:`~mobilenetv3.latency.measure.measure_latency`, random weights: latency does not
-depend on them) and reports RMSPE, the share within 5% and 10%, Kendall's tau, and the noise floor: the RMSPE of
-the second measurement against the first, which no predictor can beat. :func:`fit_table` fits the predictor's
-correction on another sample (a different seed, so a check never scores specs the correction was fitted on).
+:func:`check_table` samples specs from the table's space, measures each end to end on the table's runtime,
+threads and resolution (random weights: latency does not depend on them) and reports RMSPE, the share within 5%
+and 10%, Kendall's tau, and the noise floor: the RMSPE of two independent measurements of the same specs against
+each other, which no predictor can beat. :func:`fit_table` fits the predictor's correction on another sample (a
+different seed, so a check never scores specs the correction was fitted on).
+
+End to end, every spec is prepared once and all are then timed in interleaved rounds
+(:func:`measure_interleaved`): a machine whose speed drifts (a shared or virtual machine) slows every spec of a
+round alike instead of the specs that happened to be measured in a slow minute. A spec's latency is the median of
+its round medians; the two independent measurements of the noise floor are the medians of its even and of its
+odd rounds.
 """
 
 from __future__ import annotations
@@ -16,8 +22,12 @@ from typing import Any
 
 import numpy as np
 
+from ..inputs import example_input
 from ..latency.measure import measure_latency
-from ..runtime.cpu import cpu_model
+from ..latency.targets import prepare_runtime
+from ..model import build
+from ..runtime.cpu import cpu_model, pinned_threads
+from ..runtime.timing import time_interleaved
 from ..spec import ArchSpec
 from .latency_table import LatencyTable, check_compatible, load_table
 from .predictor import fit_correction, predict, rmspe, table_sum
@@ -54,6 +64,35 @@ def sample_specs(space: Any, n: int, seed: int) -> list[ArchSpec]:
 
 
 MeasureFn = Callable[[ArchSpec], float]
+ROUNDS = 6  # interleaved rounds of end-to-end timing; even and odd rounds give the noise floor's two measurements
+
+
+def measure_interleaved(table: LatencyTable, specs: Sequence[ArchSpec], *, rounds: int = ROUNDS, warmup: int = 3,
+                        min_runs: int = 10, min_seconds: float = 0.1, progress: bool = True
+                        ) -> tuple[list[float], list[float], list[float]]:
+    """End-to-end latency (ms) of ``specs`` on the table's runtime, threads and resolution, each prepared once and
+    timed in ``rounds`` interleaved rounds: (median of all rounds, of the even rounds, of the odd rounds) per
+    spec."""
+    if rounds < 2:
+        raise ValueError(f"rounds must be at least 2 (even and odd rounds give the noise floor), got {rounds}")
+    h = table.header
+    runners = {}
+    with pinned_threads(h["threads"]) as threads:
+        for i, spec in enumerate(_progress(list(specs), progress, "prepare")):
+            model = build(spec).eval()
+            runners[i] = prepare_runtime(h["runtime"], model, example_input(model, h["resolution"]), threads).run
+        bar = _progress(range(rounds * len(runners)), progress, "time") if progress else None
+        medians = time_interleaved(runners, rounds=rounds, warmup=warmup, min_runs=min_runs,
+                                   min_seconds=min_seconds, on_step=(lambda _: bar.update()) if bar else None)
+    if bar is not None:
+        bar.close()
+    out: tuple[list[float], list[float], list[float]] = ([], [], [])
+    for i in range(len(runners)):
+        m = medians[i]
+        out[0].append(float(np.median(m)))
+        out[1].append(float(np.median(m[0::2])))
+        out[2].append(float(np.median(m[1::2])))
+    return out
 
 
 def table_measure(table: LatencyTable, *, warmup: int = 10, min_runs: int = 50, min_seconds: float = 1.0
@@ -82,9 +121,11 @@ def fit_table(path: str | Path, space: Any, samples: int, *, force: bool = False
     """Measure ``samples`` specs of ``space`` (seed ``seed``), fit the correction on them and save it in the
     table file; returns the correction record."""
     table, _ = open_checked(path, force)
-    measure = measure or table_measure(table, **timing)
     specs = sample_specs(space, samples, seed)
-    measured = [measure(s) for s in _progress(specs, progress, "fit")]
+    if measure is None:
+        measured = measure_interleaved(table, specs, progress=progress, **timing)[0]
+    else:
+        measured = [measure(s) for s in _progress(specs, progress, "fit")]
     record = fit_correction(table, specs, measured)
     table.save(path)
     return record
@@ -92,22 +133,27 @@ def fit_table(path: str | Path, space: Any, samples: int, *, force: bool = False
 
 def check_table(path: str | Path, space: Any, samples: int, *, force: bool = False, measure: MeasureFn | None = None,
                 seed: int = CHECK_SEED, progress: bool = True, **timing: Any) -> dict[str, Any]:
-    """Predicted against measured for ``samples`` specs of ``space`` (seed ``seed``), each measured twice; the
+    """Predicted against measured for ``samples`` specs of ``space`` (seed ``seed``) measured in interleaved rounds
+    (``measure``, when given, measures one spec and is called twice per spec instead); the
     report's ``rmspe``, ``within_5``, ``within_10`` and ``kendall_tau`` score the predictor the table holds (the
     sum corrected when a correction was kept), ``sum_*`` the plain sum, ``noise_rmspe`` the second measurement
     against the first. Fractions in 0..1."""
     table, diffs = open_checked(path, force)
-    measure = measure or table_measure(table, **timing)
     specs = sample_specs(space, samples, seed)
-    predicted, summed, first, second, interpolated = [], [], [], [], 0
-    for spec in _progress(specs, progress, "check"):
+    predicted, summed, interpolated = [], [], 0
+    for spec in specs:
         p = predict(table, spec)
         predicted.append(p.ms)
         summed.append(table_sum(table, spec).ms)
         interpolated += len(p.interpolated)
-        first.append(measure(spec))
-        second.append(measure(spec))
-    measured = first
+    if measure is None:
+        measured, first, second = measure_interleaved(table, specs, progress=progress, **timing)
+    else:
+        first, second = [], []
+        for spec in _progress(specs, progress, "check"):
+            first.append(measure(spec))
+            second.append(measure(spec))
+        measured = first
     corr = table.correction or {}
     return {"rmspe": rmspe(predicted, measured), "within_5": within(predicted, measured, 0.05),
             "within_10": within(predicted, measured, 0.10), "kendall_tau": kendall_tau(predicted, measured),
@@ -116,14 +162,18 @@ def check_table(path: str | Path, space: Any, samples: int, *, force: bool = Fal
             "sum_kendall_tau": kendall_tau(summed, measured), "correction_kept": bool(corr.get("kept")),
             "interpolated_keys": interpolated, "entries": len(table.entries), "header": table.header,
             "mismatches_forced": diffs,
-            "specs": [{"name": s.name, "predicted_ms": p, "sum_ms": q, "measured_ms": m, "again_ms": a}
-                      for s, p, q, m, a in zip(specs, predicted, summed, first, second, strict=True)]}
+            "specs": [{"name": s.name, "predicted_ms": p, "sum_ms": q, "measured_ms": m, "first_ms": a, "second_ms": b}
+                      for s, p, q, m, a, b in zip(specs, predicted, summed, measured, first, second, strict=True)]}
 
 
-def rank_check(table: LatencyTable, specs: Sequence[ArchSpec], measure: MeasureFn) -> dict[str, Any]:
-    """Whether the predictor orders ``specs`` (e.g. the zoo's V3-Small widths) as measured."""
+def rank_check(table: LatencyTable, specs: Sequence[ArchSpec], measure: MeasureFn | None = None) -> dict[str, Any]:
+    """Whether the predictor orders ``specs`` (e.g. the zoo's V3-Small widths) as measured (interleaved rounds
+    unless ``measure`` is given)."""
     predicted = [predict(table, s).ms for s in specs]
-    measured = [measure(s) for s in specs]
+    if measure is None:
+        measured = measure_interleaved(table, specs, progress=False)[0]
+    else:
+        measured = [measure(s) for s in specs]
     order = lambda v: [specs[i].name for i in np.argsort(v, kind="stable")]  # noqa: E731
     return {"predicted_order": order(predicted), "measured_order": order(measured),
             "same_order": order(predicted) == order(measured), "predicted_ms": predicted, "measured_ms": measured}
@@ -137,5 +187,5 @@ def _progress(items: list, on: bool, desc: str):
     return tqdm(items, desc=desc, unit="spec")
 
 
-__all__ = ["CHECK_SEED", "FIT_SEED", "check_table", "fit_table", "kendall_tau", "open_checked", "rank_check",
-           "sample_specs", "table_measure", "within"]
+__all__ = ["CHECK_SEED", "FIT_SEED", "ROUNDS", "check_table", "fit_table", "kendall_tau", "measure_interleaved",
+           "open_checked", "rank_check", "sample_specs", "table_measure", "within"]
