@@ -23,7 +23,6 @@ from typing import Any
 import numpy as np
 
 from ..inputs import example_input
-from ..latency.measure import measure_latency
 from ..latency.targets import prepare_runtime
 from ..model import build
 from ..runtime.cpu import cpu_model, pinned_threads
@@ -93,17 +92,6 @@ def measure_interleaved(table: LatencyTable, specs: Sequence[ArchSpec], *, round
         out[1].append(float(np.median(m[0::2])))
         out[2].append(float(np.median(m[1::2])))
     return out
-
-
-def table_measure(table: LatencyTable, *, warmup: int = 10, min_runs: int = 50, min_seconds: float = 1.0
-                  ) -> MeasureFn:
-    """A spec's end-to-end median (ms) on the table's runtime, threads and resolution."""
-    h = table.header
-
-    def measure(spec: ArchSpec) -> float:
-        return measure_latency(spec, runtime=h["runtime"], resolution=h["resolution"], threads=h["threads"],
-                               warmup=warmup, min_runs=min_runs, min_seconds=min_seconds).median_ms
-    return measure
 
 
 def open_checked(path: str | Path, force: bool) -> tuple[LatencyTable, list[str]]:
@@ -188,4 +176,4 @@ def _progress(items: list, on: bool, desc: str):
 
 
 __all__ = ["CHECK_SEED", "FIT_SEED", "ROUNDS", "check_table", "fit_table", "kendall_tau", "measure_interleaved",
-           "open_checked", "rank_check", "sample_specs", "table_measure", "within"]
+           "open_checked", "rank_check", "sample_specs", "within"]
