@@ -260,7 +260,7 @@ def test_correction_is_kept_only_when_it_helps(tmp_path):
 
 
 def test_cli_build_fit_and_check(tmp_path, monkeypatch, capsys):
-    import mobilenetv3.cli.search as cli_search
+    import mobilenetv3.cli.latency_table as cli_search
 
     monkeypatch.setattr(cli_search, "get_space", lambda name: TinySpace())
     out = str(tmp_path / "t.json")

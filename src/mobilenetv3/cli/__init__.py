@@ -14,10 +14,10 @@ from collections.abc import Sequence
 
 from .. import __version__
 from ..spec import SpecError
-from . import bench, export, latency, models, search, train
+from . import bench, export, latency, latency_table, models, search, train
 from .output import CLIError
 
-COMMANDS = (models, train, latency, export, bench, search)
+COMMANDS = (models, train, latency, export, bench, latency_table, search)
 
 
 def build_parser() -> argparse.ArgumentParser:

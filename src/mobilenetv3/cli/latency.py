@@ -95,7 +95,7 @@ def cmd_latency(args: argparse.Namespace) -> int:
     for r in results:
         r["trained_weights"] = trained
     if args.predict:
-        from .search import predicted_line
+        from .latency_table import predicted_line
 
         report["predicted"] = predicted_line(results[0], args.predict, model, args.resolution, args.force)
     if args.json:
@@ -122,7 +122,7 @@ def cmd_latency(args: argparse.Namespace) -> int:
     if args.per_layer and "frozen" in runtimes and len(runtimes) == 1:
         print("\n(no per-layer profile for the frozen graph: freezing removes the module boundaries)")
     if args.predict:
-        from .search import print_predicted
+        from .latency_table import print_predicted
 
         print_predicted(report["predicted"])
     if not trained:

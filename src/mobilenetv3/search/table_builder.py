@@ -135,11 +135,18 @@ def runtime_version(runtime: str) -> str:
 def table_header(space: Any, resolution: int, runtime: str, threads: int, settings: TimingSettings
                  ) -> dict[str, Any]:
     """What makes a table's figures valid: machine, runtime, threads, resolution, space, conventions, timing."""
+    return header_for(space.name, space.seed, resolution, runtime, threads, settings)
+
+
+def header_for(space_name: str, seed: ArchSpec, resolution: int, runtime: str, threads: int,
+               settings: TimingSettings) -> dict[str, Any]:
+    """:func:`table_header` for a table named ``space_name`` whose blocks follow ``seed``'s conventions (a table
+    that NetAdapt fills as it goes has no space object)."""
     return {"cpu": cpu_model(), "runtime": runtime, "runtime_version": runtime_version(runtime),
             "torch_version": torch.__version__, "threads": threads, "resolution": resolution,
-            "space": space.name, "onednn_max_cpu_isa": onednn_isa_cap(),
+            "space": space_name, "onednn_max_cpu_isa": onednn_isa_cap(),
             "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-            "timing": settings.to_dict(), "units": "ms", "conventions": conventions_of(space.seed)}
+            "timing": settings.to_dict(), "units": "ms", "conventions": conventions_of(seed)}
 
 
 def build_table(space: Any, resolution: int, runtime: str, out: str | Path, *, threads: int = 1,
@@ -193,5 +200,5 @@ def build_table(space: Any, resolution: int, runtime: str, out: str | Path, *, t
     return table
 
 
-__all__ = ["SAVE_EVERY_S", "TABLE_RUNTIMES", "ZOO_WIDTHS", "TimingSettings", "build_table", "key_module",
+__all__ = ["SAVE_EVERY_S", "TABLE_RUNTIMES", "ZOO_WIDTHS", "TimingSettings", "build_table", "header_for", "key_module",
            "space_keys", "table_header", "time_key", "zoo_specs"]

@@ -1,0 +1,154 @@
+"""The proxy task a search scores candidates on: a short fine-tune on the training split, accuracy on a holdout.
+
+NetAdapt (section 4.2) fine-tunes every proposal for T steps and compares accuracies on data the final evaluation
+never sees; MnasNet's controller (section 4.1) trains each sample briefly on a proxy task. Both are this module:
+:class:`ProxyTask` holds what a candidate is trained and scored on (taken from a seed training run, so the
+preprocessing and optimizer are the run's), :func:`train_steps` runs T seeded steps and :func:`holdout_accuracy`
+scores on the images held out of the training split (``--holdout`` of ``mnv3 train``), never on the test set.
+
+Everything is seeded: the same model, task, steps and seed give the same weights and accuracy in any process (with
+the same number of threads), so a search evaluated in a process pool or on Ray chooses as it would in-process.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader
+
+from ..data import HOLDOUT, load_dataset
+from ..train.evaluate import read_run_config
+from ..train.optim import param_groups
+from ..train.sampler import EpochBatchSampler, SeededSamples, ShardedRange, mix_seed
+
+DEFAULT_HOLDOUT = 5000
+
+
+@dataclass(frozen=True)
+class ProxyTask:
+    """What a candidate is fine-tuned on and scored by. ``lr`` is the fine-tune's constant learning rate (SGD
+    with Nesterov momentum, as the Fashion-MNIST recipe); ``eval_limit`` scores on the first N holdout images only
+    (None: all)."""
+
+    data: str
+    resolution: int
+    holdout: int
+    channels: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    data_dir: str | None = None
+    crop_scale: tuple[float, float] = (0.85, 1.0)
+    hflip: float = 0.5
+    random_erase: float = 0.0
+    crop_fraction: float = 1.0
+    batch_size: int = 128
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    wd_exempt: str = "norm"
+    label_smoothing: float = 0.1
+    eval_batch_size: int = 256
+    eval_limit: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.holdout < 1:
+            raise ValueError("the proxy task scores on images held out of the training split: holdout must be >= 1 "
+                             "(a seed run trained with --holdout N records it)")
+        for name in ("mean", "std", "crop_scale"):
+            object.__setattr__(self, name, tuple(getattr(self, name)))
+        if self.batch_size < 1 or self.lr <= 0:
+            raise ValueError(f"batch_size must be >= 1 and lr > 0, got {self.batch_size} and {self.lr}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ProxyTask:
+        return cls(**data)
+
+    @classmethod
+    def from_run(cls, run_dir: str | os.PathLike, *, holdout: int | None = None, **changes: Any) -> ProxyTask:
+        """The task of a training run: its data, preprocessing, batch size and optimizer settings; the run's
+        holdout (a run trained without one: ``holdout``, default :data:`DEFAULT_HOLDOUT`, images of the training
+        split are held out now, which the seed has seen: say so to the user)."""
+        config = read_run_config(run_dir)
+        d, t = config["data"], config["train"]
+        transform = d.get("train_transform", {})
+        values = dict(data=d["name"], data_dir=d.get("data_dir"), resolution=int(d["resolution"]),
+                      holdout=int(d.get("holdout") or holdout or DEFAULT_HOLDOUT), channels=int(d["channels"]),
+                      mean=tuple(d["mean"]), std=tuple(d["std"]),
+                      crop_scale=tuple(transform.get("scale", t.get("crop_scale") or (0.85, 1.0))),
+                      hflip=float(transform.get("hflip", t.get("hflip") or 0.0)),
+                      random_erase=float(transform.get("random_erase", t.get("random_erase") or 0.0)),
+                      crop_fraction=float(d.get("crop_fraction") or 1.0), batch_size=int(t["batch_size"]),
+                      momentum=float(t.get("momentum") or 0.9), weight_decay=float(t.get("weight_decay") or 0.0),
+                      wd_exempt=t.get("wd_exempt") or "norm", label_smoothing=float(t.get("label_smoothing") or 0.0),
+                      eval_batch_size=int(t.get("eval_batch_size") or 256))
+        values.update(changes)
+        return cls(**values)
+
+
+@lru_cache(maxsize=4)
+def datasets(task: ProxyTask) -> tuple[Any, Any]:
+    """(training split minus the holdout, holdout) of ``task``; cached per process (workers load them once)."""
+    common = dict(resolution=task.resolution, data_dir=task.data_dir, channels=task.channels, holdout=task.holdout,
+                  mean=task.mean, std=task.std)
+    train = load_dataset(task.data, "train", train=True, scale=task.crop_scale, hflip=task.hflip,
+                         random_erase=task.random_erase, **common)
+    held = load_dataset(task.data, HOLDOUT, train=False, crop_fraction=task.crop_fraction, **common)
+    return train, held
+
+
+def _collate(samples: list[tuple[torch.Tensor, int]]) -> tuple[torch.Tensor, torch.Tensor]:
+    return torch.stack([s[0] for s in samples]), torch.tensor([s[1] for s in samples])
+
+
+def train_steps(model: nn.Module, task: ProxyTask, steps: int, seed: int) -> nn.Module:
+    """``steps`` seeded SGD steps of ``model`` on ``task``'s training split (in place; returned in eval mode)."""
+    if steps < 0:
+        raise ValueError(f"steps must be >= 0, got {steps}")
+    if steps == 0:
+        return model.eval()
+    train, _ = datasets(task)
+    samples = SeededSamples(train)
+    optimizer = torch.optim.SGD(param_groups(model, task.weight_decay, task.wd_exempt), lr=task.lr,
+                                momentum=task.momentum, nesterov=task.momentum > 0)
+    torch.manual_seed(mix_seed(seed, 1))  # dropout
+    model.train()
+    done, epoch = 0, 0
+    while done < steps:
+        sampler = EpochBatchSampler(len(train), task.batch_size, seed=seed, epoch=epoch)
+        for images, labels in DataLoader(samples, batch_sampler=sampler, collate_fn=_collate):
+            loss = F.cross_entropy(model(images), labels, label_smoothing=task.label_smoothing)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            done += 1
+            if done == steps:
+                break
+        epoch += 1
+    return model.eval()
+
+
+@torch.no_grad()
+def holdout_accuracy(model: nn.Module, task: ProxyTask) -> float:
+    """Top-1 accuracy (%) of ``model`` on ``task``'s holdout (its first ``eval_limit`` images when set)."""
+    _, held = datasets(task)
+    n = len(held) if task.eval_limit is None else min(task.eval_limit, len(held))
+    keys = list(ShardedRange(n))
+    model.eval()
+    correct = 0
+    for lo in range(0, n, task.eval_batch_size):
+        images, labels = _collate(SeededSamples(held).__getitems__(keys[lo:lo + task.eval_batch_size]))
+        correct += int((model(images).argmax(1) == labels).sum())
+    return 100.0 * correct / n
+
+
+__all__ = ["DEFAULT_HOLDOUT", "ProxyTask", "datasets", "holdout_accuracy", "train_steps"]
