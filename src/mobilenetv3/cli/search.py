@@ -15,6 +15,7 @@ def cmd_netadapt(args: argparse.Namespace) -> int:
     from ..search.netadapt import NetAdapt, NetAdaptOptions
     from ..search.netadapt_report import write_report
     from ..search.retrain import retrain
+    from ..search.table_builder import TimingSettings
     from ..train.evaluate import load_run
 
     check_netadapt(args)
@@ -23,7 +24,8 @@ def cmd_netadapt(args: argparse.Namespace) -> int:
                               max_steps=args.max_steps, seed=args.seed, finetune_lr=args.finetune_lr,
                               eval_limit=args.eval_limit)
     seed_spec = load_run(args.init)[0].spec
-    lut = GrowingTable(args.table, seed_spec, runtime=args.runtime, threads=args.threads, force=args.force)
+    lut = GrowingTable(args.table, seed_spec, runtime=args.runtime, threads=args.threads, force=args.force,
+                       settings=TimingSettings(min_seconds=args.entry_seconds))
     for diff in lut.mismatches:
         print(f"mnv3 search netadapt: warning (forced): {diff}", file=sys.stderr)
     backend = "ray" if args.ray_address else args.backend
@@ -100,6 +102,9 @@ def register(sub) -> None:
     n.add_argument("--runtime", choices=TABLE_RUNTIMES, default=None,
                    help="runtime of a new table (default onnxruntime; an existing table's is used)")
     n.add_argument("--threads", type=int, default=None, help="threads of a new table (default 1)")
+    n.add_argument("--entry-seconds", type=float, default=0.2,
+                   help="a new table: time each entry at least this long (default 0.2 s: NetAdapt compares "
+                        "entries that differ by 8 channels, so they need more runs than a space's table)")
     n.add_argument("--retrain", choices=RETRAIN_MODES, default="scratch",
                    help="afterwards, train the result with the seed's recipe: from scratch (default, the paper's), "
                         "from the adapted weights (finetune), or not at all")

@@ -41,6 +41,9 @@ class GrowingTable:
             self.table = load_table(self.path)
             self.mismatches = check_compatible(self.table, force=force, spec=seed, cpu=cpu_model(), runtime=runtime,
                                                threads=threads, resolution=seed.resolution)
+            recorded = self.table.header.get("timing")
+            if isinstance(recorded, dict) and set(recorded) <= set(TimingSettings.__dataclass_fields__):
+                self.settings = TimingSettings(**recorded)  # new entries are timed as the old ones were
         else:
             runtime = runtime or "onnxruntime"
             if runtime not in TABLE_RUNTIMES:

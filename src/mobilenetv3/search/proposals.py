@@ -65,7 +65,7 @@ class Proposal:
 
     def to_dict(self) -> dict[str, Any]:
         return {"site": self.site, "old_width": self.old_width, "width": self.width,
-                "predicted_ms": round(self.predicted_ms, 6)}
+                "predicted_ms": self.predicted_ms}
 
 
 def widths_below(width: int, divisor: int, min_width: int) -> list[int]:
