@@ -203,3 +203,39 @@ def test_cli_runs_a_step_on_measured_latency(seed_run, tmp_path, capsys):
     table = json.loads((tmp_path / "t.json").read_text())
     assert table["header"]["runtime"] == "onnxruntime" and len(table["entries"]) >= 7
     assert (out / "report.md").is_file() and (out / "final" / "spec.json").is_file()
+
+
+def test_weights_files_are_verified(reference, tmp_path):
+    from mobilenetv3.search.candidate import save_model
+    from mobilenetv3.train.checkpoint import CheckpointError
+
+    _, _, summary = reference
+    model = load_model(summary["weights"], summary["sha256"])
+    path = tmp_path / "w.safetensors"
+    digest = save_model(model, path)
+    assert load_model(path, digest).spec == model.spec
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 1
+    path.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="SHA-256"):
+        load_model(path, digest)
+    path.write_bytes(b"not a weights file at all")
+    with pytest.raises(CheckpointError, match="not a weights file"):
+        load_model(path)
+
+
+def test_retrain_uses_the_seed_recipe(seed_run, tmp_path):
+    from mobilenetv3.search.retrain import retrain_config
+    from mobilenetv3.train.evaluate import read_run_config
+
+    spec_file = tmp_path / "adapted.json"
+    seed_spec().save(spec_file)
+    saved = read_run_config(seed_run)["train"]
+    config = retrain_config(seed_run, spec_file, tmp_path / "re", "scratch")
+    assert config.spec == str(spec_file) and config.out == str(tmp_path / "re") and config.init is None
+    for name in ("data", "holdout", "epochs", "batch_size", "lr", "resolution", "weight_decay", "seed"):
+        assert getattr(config, name) == saved[name], name
+    tuned = retrain_config(seed_run, spec_file, tmp_path / "re", "finetune", weights="w.safetensors", epochs=3)
+    assert tuned.init == "w.safetensors" and tuned.epochs == 3
+    with pytest.raises(ValueError, match="needs the adapted weights"):
+        retrain_config(seed_run, spec_file, tmp_path / "re", "finetune")
