@@ -1,3 +1,4 @@
-"""Platform-aware search (paper section 4): the search space over specs (``space``), and the latency model of
-the user's own machine that the search optimises against. Import the modules themselves; this package imports
-nothing, so loading it costs nothing and pulls in no optional package."""
+"""Platform-aware search (paper section 4): the search space over specs (``space``), the latency model of the
+user's own machine that the search optimises against (``latency_table``, ``table_builder``, ``predictor``), and
+NetAdapt on it (``netadapt``, section 4.2). Import the modules themselves; this package imports nothing, so loading
+it costs nothing and pulls in no optional package."""
