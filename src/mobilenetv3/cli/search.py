@@ -1,5 +1,6 @@
 """`mnv3 search`: the paper's architecture search on this machine's measured latency. `netadapt` shrinks a trained
-seed to a latency target (section 4.2) and retrains the result."""
+seed to a latency target (section 4.2) and retrains the result; `nas` samples architectures of a search space with
+a controller (or at random) and scores them by MnasNet's reward (section 4.1)."""
 
 from __future__ import annotations
 
@@ -57,11 +58,51 @@ def cmd_netadapt(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_nas(args: argparse.Namespace) -> int:
+    from ..search.evaluator import make_evaluator
+    from ..search.growing_table import GrowingTable
+    from ..search.nas import NAS, NASOptions, task_from_run
+    from ..search.nas_report import write_report
+    from ..search.space import get_space
+
+    if args.workers < 1:
+        raise CLIError(f"--workers must be >= 1, got {args.workers}")
+    space = get_space(args.space)
+    changes = {k: v for k, v in (("lr", args.proxy_lr), ("eval_limit", args.eval_limit)) if v is not None}
+    task, classes = task_from_run(args.data_run, **changes)
+    options = NASOptions(target_ms=args.target_ms, samples=args.samples, batch=args.batch, w=args.w, hard=args.hard,
+                         steps_per_sample=args.steps_per_sample, seed=args.seed, algorithm=args.algorithm,
+                         strategy=args.strategy, top_k=args.top_k)
+    lut = GrowingTable(args.table, space.seed, runtime=args.runtime, threads=args.threads, force=args.force)
+    for diff in lut.mismatches:
+        print(f"mnv3 search nas: warning (forced): {diff}", file=sys.stderr)
+    backend = "ray" if args.ray_address else args.backend
+    with make_evaluator(backend, args.workers, ray_address=args.ray_address) as evaluator:
+        run = NAS(space, lut, task, args.out, options, num_classes=classes, evaluator=evaluator, resume=args.resume,
+                  progress=not args.quiet, log=None if not args.quiet else (lambda m: None))
+        summary = run.run()
+    paths = write_report(args.out, run.journal.header, run.journal.records)
+    if args.json:
+        print_json({"summary": summary, "files": {k: str(v) for k, v in paths.items()}})
+        return 0
+    rows = [[r["rank"], r["index"], r["spec_hash"], f"{r['accuracy']:.2f}%", f"{r['predicted_ms']:.4f}",
+             f"{r['measured_ms']:.4f}", f"{r['reward']:.4f}", f"{r['measured_reward']:.4f}"] for r in summary["top"]]
+    print(table(["rank", "sample", "spec", "proxy top-1", "predicted ms", "measured ms", "reward",
+                 "reward (measured)"], rows))
+    q = summary["last_quarter"]
+    print(f"{summary['samples']} samples ({summary['trained']} trained); last {q['count']}: mean reward "
+          f"{q['mean_reward']:.4f} (std {q['std_reward']:.4f}); "
+          + (f"{summary['within_target']} within the target" if summary["target_met"] else
+             f"NO sample met the target of {summary['target_ms']} ms"))
+    print(f"best spec {paths.get('spec')}; report {paths['report']}")
+    return 0
+
+
 def register(sub) -> None:
     from ..search.retrain import RETRAIN_MODES
     from ..search.table_builder import TABLE_RUNTIMES
 
-    p = sub.add_parser("search", help="architecture search on this machine's measured latency (NetAdapt)",
+    p = sub.add_parser("search", help="architecture search on this machine's measured latency (NetAdapt, NAS)",
                        description="The paper's search (docs/search.md), driven by latency measured here.")
     actions = p.add_subparsers(dest="action", metavar="ACTION")
     actions.required = True
@@ -114,6 +155,61 @@ def register(sub) -> None:
     n.add_argument("--json", action="store_true", help="machine-readable summary")
     n.add_argument("--quiet", action="store_true", help="no progress bars or step lines")
     n.set_defaults(func=cmd_netadapt)
+    register_nas(actions, TABLE_RUNTIMES)
+
+
+def register_nas(actions, table_runtimes) -> None:
+    from ..search.controller import ALGORITHMS
+    from ..search.nas import STRATEGIES
+    from ..search.space import SPACES
+
+    n = actions.add_parser(
+        "nas", help="platform-aware NAS over a search space (paper section 4.1)",
+        description="Platform-aware NAS: a controller (an LSTM, REINFORCE or PPO) samples architectures of "
+                    "MnasNet's factorised hierarchical space around V3-Small or V3-Large; each is trained from "
+                    "scratch on a proxy task (the data of --data-run) and scored by MnasNet's reward ACC x "
+                    "(LAT/TAR)^w with latency from this machine's table; --strategy random is the baseline with "
+                    "the same budget. The top specs are measured end to end. Every sample is journalled: --resume "
+                    "continues after a kill.")
+    n.add_argument("--space", choices=tuple(SPACES), required=True, help="the search space (its seed network)")
+    n.add_argument("--table", required=True, metavar="T.json",
+                   help="latency table of the space on this machine (mnv3 latency-table build); entries it lacks "
+                        "are measured and added")
+    n.add_argument("--target-ms", type=float, required=True, help="the reward's target latency TAR (ms)")
+    n.add_argument("--samples", type=int, default=100, help="architectures sampled (default 100)")
+    n.add_argument("--out", required=True, metavar="DIR", help="journal, top_k.json, report, best spec")
+    n.add_argument("--data-run", required=True, metavar="RUN_DIR",
+                   help="a training run trained with --holdout N: its data, preprocessing, classes and holdout "
+                        "make the proxy task")
+    n.add_argument("--steps-per-sample", type=int, default=100,
+                   help="proxy training steps of each sample, from scratch (default 100)")
+    n.add_argument("--proxy-lr", type=float, default=None,
+                   help="the proxy training's constant learning rate (default: the data run's)")
+    n.add_argument("--eval-limit", type=int, default=None, help="score on the first N holdout images (default all)")
+    n.add_argument("--batch", type=int, default=4, help="samples per controller update (default 4)")
+    n.add_argument("--strategy", choices=STRATEGIES, default="controller",
+                   help="controller (default) or random (uniform sampling, the baseline)")
+    n.add_argument("--algorithm", choices=ALGORITHMS, default="reinforce",
+                   help="the controller's update: reinforce (default) or ppo (MnasNet's)")
+    n.add_argument("--hard", action="store_true",
+                   help="MnasNet's hard constraint (w = 0 at or below the target, -1 above) instead of the soft one")
+    n.add_argument("--w", type=float, default=None,
+                   help="the soft constraint's latency weight (default: -0.07 Large, -0.15 Small, the paper's)")
+    n.add_argument("--top-k", type=int, default=5, help="best specs measured end to end at the end (default 5)")
+    n.add_argument("--seed", type=int, default=0, help="seed of the controller or the random draws (default 0)")
+    n.add_argument("--workers", type=int, default=2, help="samples trained at once (default 2)")
+    n.add_argument("--backend", choices=("process", "ray", "serial"), default="process",
+                   help="process: a local process pool (default); ray: Ray (a local cluster unless --ray-address); "
+                        "serial: in this process")
+    n.add_argument("--ray-address", default=None, help="join this Ray cluster (implies --backend ray)")
+    n.add_argument("--runtime", choices=table_runtimes, default=None,
+                   help="runtime of a new table (default onnxruntime; an existing table's is used)")
+    n.add_argument("--threads", type=int, default=None, help="threads of a new table (default 1)")
+    n.add_argument("--resume", action="store_true", help="continue the run in --out")
+    n.add_argument("--force", action="store_true", help="use a table measured on another CPU or runtime")
+    n.add_argument("--json", action="store_true", help="machine-readable summary")
+    n.add_argument("--quiet", action="store_true", help="no progress bar or batch lines")
+    n.set_defaults(func=cmd_nas)
 
 
 def check_netadapt(args: argparse.Namespace) -> None:
