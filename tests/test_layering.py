@@ -15,7 +15,7 @@ LAYERS = (
     ("extras", "spec"),
     ("zoo", "layers", "cost"),
     ("model", "inputs", "convert"),
-    ("data", "runtime"),
+    ("data", "runtime", "segmentation"),
     ("tasks",),
     ("deploy",),
     ("latency",),
