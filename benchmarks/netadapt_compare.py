@@ -2,12 +2,14 @@
 interleaved session, accuracy on the test set once.
 
     python benchmarks/netadapt_compare.py --seed runs/seed --run netadapt=runs/netadapt/retrain \\
-        --run width-0.8=runs/small-w080 [--table T.json] [--rounds 20] [--json out.json]
+        --run width-0.8=runs/small-w080 [--spec adapted=final/spec.json] [--table T.json] [--rounds 20] \\
+        [--json out.json]
 
 Every run's EMA weights are scored on the test split of its data (the runs were selected on their holdout, never on
 the test set); every run's spec is timed end to end on ``--runtime`` at 1 thread (default ONNX Runtime), all of
 them in the same interleaved rounds with the seed, so machine drift cancels in the ratios. With ``--table`` the
-latency table's prediction is printed beside the measurement. Run it on a quiet machine.
+latency table's prediction is printed beside the measurement. ``--spec NAME=FILE.json`` adds a spec that has no
+trained run (latency only). Run it on a quiet machine.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from mobilenetv3.runtime.cpu import machine_info
 from mobilenetv3.search.latency_table import LatencyTable, load_table
 from mobilenetv3.search.predictor import predict
 from mobilenetv3.search.table_check import measure_interleaved
+from mobilenetv3.spec import ArchSpec
 from mobilenetv3.train.evaluate import evaluate_run, load_run
 
 
@@ -28,6 +31,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--seed", required=True, help="the seed's training run")
     p.add_argument("--run", action="append", default=[], metavar="NAME=RUN_DIR", help="a run to compare (repeat)")
+    p.add_argument("--spec", action="append", default=[], metavar="NAME=SPEC.json",
+                   help="a spec timed without a run (no accuracy; repeat)")
     p.add_argument("--table", default=None, help="latency table for the predicted column")
     p.add_argument("--runtime", default="onnxruntime")
     p.add_argument("--threads", type=int, default=1)
@@ -37,9 +42,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", default=None, help="also write the figures here")
     args = p.parse_args(argv)
     runs = [("seed", args.seed)] + [tuple(r.split("=", 1)) for r in args.run]
-    if any(len(r) != 2 for r in runs):
-        p.error("--run takes NAME=RUN_DIR")
-    specs = [load_run(d)[0].spec for _, d in runs]
+    extra = [tuple(r.split("=", 1)) for r in args.spec]
+    if any(len(r) != 2 for r in runs + extra):
+        p.error("--run and --spec take NAME=PATH")
+    specs = [load_run(d)[0].spec for _, d in runs] + [ArchSpec.load(f) for _, f in extra]
+    runs += [(name, None) for name, _ in extra]
     resolution = specs[0].resolution
     if any(s.resolution != resolution for s in specs):
         p.error("the runs train at different resolutions")
@@ -51,13 +58,15 @@ def main(argv: list[str] | None = None) -> int:
     table = load_table(args.table) if args.table else None
     rows = []
     for (name, run_dir), spec, ms, e, o in zip(runs, specs, medians, even, odd, strict=True):
-        print(f"scoring {name} on the {args.split} split...", file=sys.stderr)
-        result = evaluate_run(run_dir, split=args.split, device="cpu")
+        top1 = None
+        if run_dir is not None:
+            print(f"scoring {name} on the {args.split} split...", file=sys.stderr)
+            top1 = evaluate_run(run_dir, split=args.split, device="cpu")["top1"]
         cost = spec_cost(spec, resolution=resolution)
         rows.append({"name": name, "run": run_dir, "params": cost.params, "madds": cost.madds, "measured_ms": ms,
                      "even_ms": e, "odd_ms": o, "ratio": ms / medians[0],
                      "predicted_ms": predict(table, spec, resolution).ms if table else None,
-                     "top1": result["top1"]})
+                     "top1": top1})
     print(f"\n{machine_info().get('cpu', '')}; {args.runtime}, {args.threads} thread, {resolution} px, batch 1; "
           f"median of {args.rounds} interleaved rounds (even / odd rounds in brackets); {args.split} top-1")
     print(f"{'model':<14} {'params':>9} {'MAdds':>7} {'predicted':>9} {'measured ms':>23} {'x seed':>7} {'top-1':>7}")
@@ -65,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         pred = f"{r['predicted_ms']:.4f}" if r["predicted_ms"] is not None else "-"
         print(f"{r['name']:<14} {r['params']:>9,} {r['madds'] / 1e6:>6.1f}M {pred:>9} "
               f"{r['measured_ms']:>8.4f} ({r['even_ms']:.4f}/{r['odd_ms']:.4f}) {r['ratio']:>7.3f} "
-              f"{r['top1']:>6.2f}%")
+              + (f"{r['top1']:>6.2f}%" if r["top1"] is not None else f"{'-':>7}"))
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"machine": machine_info(), "runtime": args.runtime, "threads": args.threads,
