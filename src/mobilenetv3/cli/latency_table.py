@@ -43,7 +43,7 @@ def timing_of(args: argparse.Namespace) -> dict:
 
 
 def rounds_of(args: argparse.Namespace) -> dict:
-    return {**timing_of(args), "rounds": args.rounds}
+    return {**timing_of(args), "rounds": args.rounds, "statistic": args.statistic}
 
 
 def cmd_fit(args: argparse.Namespace) -> int:
@@ -183,6 +183,9 @@ def register(sub) -> None:
                        help="end-to-end: timed runs per spec and round (default 10)")
         q.add_argument("--min-seconds", type=float, default=0.1,
                        help="end-to-end: and this long per spec and round (default 0.1 s)")
+        q.add_argument("--statistic", choices=("median", "min"), default="median",
+                       help="end-to-end: a spec's latency is this of its rounds' medians (default median; min, the "
+                            "least disturbed round, is far more repeatable on a shared machine)")
     v = actions.add_parser("convert", help="between our JSON tables and Once-for-All's YAML layout")
     v.add_argument("table", metavar="IN")
     v.add_argument("out", metavar="OUT", help=".yaml/.yml: OFA's layout; else our JSON")

@@ -10,8 +10,9 @@ Each step, from the current network (the seed, then the previous step's choice w
    of a step in parallel through an evaluator (:mod:`.evaluator`: processes, or Ray);
 3. the choice: the proposal with the largest accuracy change per latency change, ``dAcc / |dLatency|`` (the
    paper's metric), or the smallest accuracy drop (the original NetAdapt's), ties to the faster;
-4. the choice is measured end to end, interleaved with the seed (so machine drift cancels), and the loop stops
-   when its measured latency meets the target (a ratio of the seed's measured latency, or absolute ms).
+4. the choice is measured end to end, interleaved with the seed (so machine drift cancels; the fastest of 20
+   rounds, so other tenants' bursts do not count), and the loop stops when its measured latency meets the target
+   (a ratio of the seed's measured latency, or absolute ms).
 
 Every event goes to a JSON-lines journal (:mod:`.journal`) before the next one starts: the proposals of a step,
 each evaluated proposal, each choice. ``resume=True`` replays it and runs only what is missing, so a kill costs at
@@ -62,7 +63,8 @@ class NetAdaptOptions:
     seed: int = 0
     finetune_lr: float = 0.01
     eval_limit: int | None = None
-    measure_rounds: int = 10
+    measure_rounds: int = 20
+    measure_statistic: str = "min"
 
     def __post_init__(self) -> None:
         if (self.target_ratio is None) == (self.target_ms is None):
@@ -76,6 +78,8 @@ class NetAdaptOptions:
             raise NetAdaptError(f"delta must be a fraction of the seed's latency in (0, 1), got {self.delta_ratio}")
         if self.metric not in METRICS:
             raise NetAdaptError(f"metric must be one of {', '.join(METRICS)}, got {self.metric!r}")
+        if self.measure_statistic not in ("min", "median"):
+            raise NetAdaptError(f"measure_statistic must be min or median, got {self.measure_statistic!r}")
         if self.steps_per_proposal < 0 or self.max_steps < 1 or self.measure_rounds < 2:
             raise NetAdaptError("steps per proposal must be >= 0, max steps >= 1 and measure rounds >= 2")
 
@@ -112,11 +116,14 @@ class State:
     step: int = 0
 
 
-def default_measure(table: GrowingTable, rounds: int) -> MeasureFn:
+def default_measure(table: GrowingTable, rounds: int, statistic: str = "min") -> MeasureFn:
+    """End-to-end latency of specs on the table's runtime: ``rounds`` interleaved rounds of 0.1 s each, reduced
+    by ``statistic`` (the fastest round by default: see :func:`~.table_check.measure_interleaved`)."""
     from .table_check import measure_interleaved
 
     def measure(specs: Sequence[ArchSpec]) -> list[float]:
-        return measure_interleaved(table.table, specs, rounds=rounds, min_seconds=0.2, progress=False)[0]
+        return measure_interleaved(table.table, specs, rounds=rounds, min_seconds=0.1, progress=False,
+                                   statistic=statistic)[0]
 
     return measure
 
@@ -134,7 +141,7 @@ class NetAdapt:
         self.evaluator = evaluator or SerialEvaluator()
         self.progress = progress
         self.log = log or (lambda m: print(m, file=sys.stderr))
-        self.measure = measure or default_measure(table, options.measure_rounds)
+        self.measure = measure or default_measure(table, options.measure_rounds, options.measure_statistic)
         model, _ = load_run(seed_run)
         self.seed_spec: ArchSpec = model.spec
         if self.seed_spec.resolution != table.resolution:
