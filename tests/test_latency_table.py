@@ -324,3 +324,15 @@ def test_interleaved_measurement_gives_the_median_of_all_rounds_and_of_each_half
         measure_interleaved(table, specs, rounds=1, progress=False)
     with pytest.raises(ValueError, match="statistic"):
         measure_interleaved(table, specs, rounds=4, progress=False, statistic="mean")
+    # three sessions of each spec: the median of the sessions' figures
+    calls.clear()
+
+    def sessions_interleaved(runners, *, rounds, **_):
+        calls.append(sorted(runners))
+        slow = {(i, k): 5.0 if k == 2 else (0.5 if k == 1 else 0.0) for i, k in runners}  # one slow session
+        return {key: [10.0 * (key[0] + 1) + slow[key] + r for r in range(rounds)] for key in runners}
+
+    monkeypatch.setattr(check, "time_interleaved", sessions_interleaved)
+    three = measure_interleaved(table, specs, rounds=4, progress=False, statistic="min", sessions=3)
+    assert calls == [[(i, k) for i in range(3) for k in range(3)]]
+    assert three == ([10.5, 20.5, 30.5], [10.5, 20.5, 30.5], [11.5, 21.5, 31.5])

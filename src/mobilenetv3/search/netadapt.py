@@ -12,7 +12,8 @@ Each step, from the current network (the seed, then the previous step's choice w
    paper's metric), or the smallest accuracy drop (the original NetAdapt's), ties to the faster;
 4. the choice is measured end to end, interleaved with the seed (so machine drift cancels; the fastest of 20
    rounds, so other tenants' bursts do not count), and the loop stops when its measured latency meets the target
-   (a ratio of the seed's measured latency, or absolute ms).
+   (a ratio of the seed's measured latency, or absolute ms); the seed and the choice are each prepared as three
+   sessions and the median taken, since one session can run slow for its whole life.
 
 Every event goes to a JSON-lines journal (:mod:`.journal`) before the next one starts: the proposals of a step,
 each evaluated proposal, each choice. ``resume=True`` replays it and runs only what is missing, so a kill costs at
@@ -65,6 +66,7 @@ class NetAdaptOptions:
     eval_limit: int | None = None
     measure_rounds: int = 20
     measure_statistic: str = "min"
+    measure_sessions: int = 3
 
     def __post_init__(self) -> None:
         if (self.target_ratio is None) == (self.target_ms is None):
@@ -80,7 +82,7 @@ class NetAdaptOptions:
             raise NetAdaptError(f"metric must be one of {', '.join(METRICS)}, got {self.metric!r}")
         if self.measure_statistic not in ("min", "median"):
             raise NetAdaptError(f"measure_statistic must be min or median, got {self.measure_statistic!r}")
-        if self.steps_per_proposal < 0 or self.max_steps < 1 or self.measure_rounds < 2:
+        if self.steps_per_proposal < 0 or self.max_steps < 1 or self.measure_rounds < 2 or self.measure_sessions < 1:
             raise NetAdaptError("steps per proposal must be >= 0, max steps >= 1 and measure rounds >= 2")
 
 
@@ -116,14 +118,15 @@ class State:
     step: int = 0
 
 
-def default_measure(table: GrowingTable, rounds: int, statistic: str = "min") -> MeasureFn:
-    """End-to-end latency of specs on the table's runtime: ``rounds`` interleaved rounds of 0.1 s each, reduced
-    by ``statistic`` (the fastest round by default: see :func:`~.table_check.measure_interleaved`)."""
+def default_measure(table: GrowingTable, rounds: int, statistic: str = "min", sessions: int = 3) -> MeasureFn:
+    """End-to-end latency of specs on the table's runtime: each spec prepared ``sessions`` times, ``rounds``
+    interleaved rounds of 0.1 s each, reduced by ``statistic`` (the fastest round by default), the median over
+    sessions (see :func:`~.table_check.measure_interleaved`)."""
     from .table_check import measure_interleaved
 
     def measure(specs: Sequence[ArchSpec]) -> list[float]:
         return measure_interleaved(table.table, specs, rounds=rounds, min_seconds=0.1, progress=False,
-                                   statistic=statistic)[0]
+                                   statistic=statistic, sessions=sessions)[0]
 
     return measure
 
@@ -141,7 +144,8 @@ class NetAdapt:
         self.evaluator = evaluator or SerialEvaluator()
         self.progress = progress
         self.log = log or (lambda m: print(m, file=sys.stderr))
-        self.measure = measure or default_measure(table, options.measure_rounds, options.measure_statistic)
+        self.measure = measure or default_measure(table, options.measure_rounds, options.measure_statistic,
+                                                  options.measure_sessions)
         model, _ = load_run(seed_run)
         self.seed_spec: ArchSpec = model.spec
         if self.seed_spec.resolution != table.resolution:
