@@ -98,6 +98,18 @@ def cmd_nas(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_evaluator_arguments(parser, workers_help: str, table_runtimes) -> None:
+    """The options every search shares: where candidates run, and the runtime and threads of a new table."""
+    parser.add_argument("--workers", type=int, default=2, help=f"{workers_help} (default 2)")
+    parser.add_argument("--backend", choices=("process", "ray", "serial"), default="process",
+                        help="process: a local process pool (default); ray: Ray (a local cluster unless "
+                             "--ray-address); serial: in this process")
+    parser.add_argument("--ray-address", default=None, help="join this Ray cluster (implies --backend ray)")
+    parser.add_argument("--runtime", choices=table_runtimes, default=None,
+                        help="runtime of a new table (default onnxruntime; an existing table's is used)")
+    parser.add_argument("--threads", type=int, default=None, help="threads of a new table (default 1)")
+
+
 def register(sub) -> None:
     from ..search.retrain import RETRAIN_MODES
     from ..search.table_builder import TABLE_RUNTIMES
@@ -135,14 +147,7 @@ def register(sub) -> None:
     n.add_argument("--eval-limit", type=int, default=None, help="score on the first N holdout images (default all)")
     n.add_argument("--max-steps", type=int, default=100, help="stop after this many steps (default 100)")
     n.add_argument("--seed", type=int, default=0, help="seed of the fine-tunes (default 0)")
-    n.add_argument("--workers", type=int, default=2, help="proposals fine-tuned at once (default 2)")
-    n.add_argument("--backend", choices=("process", "ray", "serial"), default="process",
-                   help="process: a local process pool (default); ray: Ray (a local cluster unless --ray-address); "
-                        "serial: in this process")
-    n.add_argument("--ray-address", default=None, help="join this Ray cluster (implies --backend ray)")
-    n.add_argument("--runtime", choices=TABLE_RUNTIMES, default=None,
-                   help="runtime of a new table (default onnxruntime; an existing table's is used)")
-    n.add_argument("--threads", type=int, default=None, help="threads of a new table (default 1)")
+    add_evaluator_arguments(n, "proposals fine-tuned at once", TABLE_RUNTIMES)
     n.add_argument("--entry-seconds", type=float, default=0.2,
                    help="a new table: time each entry at least this long (default 0.2 s: NetAdapt compares "
                         "entries that differ by 8 channels, so they need more runs than a space's table)")
@@ -197,14 +202,7 @@ def register_nas(actions, table_runtimes) -> None:
                    help="the soft constraint's latency weight (default: -0.07 Large, -0.15 Small, the paper's)")
     n.add_argument("--top-k", type=int, default=5, help="best specs measured end to end at the end (default 5)")
     n.add_argument("--seed", type=int, default=0, help="seed of the controller or the random draws (default 0)")
-    n.add_argument("--workers", type=int, default=2, help="samples trained at once (default 2)")
-    n.add_argument("--backend", choices=("process", "ray", "serial"), default="process",
-                   help="process: a local process pool (default); ray: Ray (a local cluster unless --ray-address); "
-                        "serial: in this process")
-    n.add_argument("--ray-address", default=None, help="join this Ray cluster (implies --backend ray)")
-    n.add_argument("--runtime", choices=table_runtimes, default=None,
-                   help="runtime of a new table (default onnxruntime; an existing table's is used)")
-    n.add_argument("--threads", type=int, default=None, help="threads of a new table (default 1)")
+    add_evaluator_arguments(n, "samples trained at once", table_runtimes)
     n.add_argument("--resume", action="store_true", help="continue the run in --out")
     n.add_argument("--force", action="store_true", help="use a table measured on another CPU or runtime")
     n.add_argument("--json", action="store_true", help="machine-readable summary")

@@ -9,7 +9,7 @@ Each append is a single ``os.write`` of the whole line followed by an fsync, so 
 record appended before it, plus at most one torn line at the end. Opening drops that line with a warning and
 truncates the file back to the last complete record. A write that fails (a full disk) is undone the same way
 before the error is raised, so the journal never ends in half a line that the next append would glue onto.
-Standard library only.
+The directory entry of a new journal is made durable with :func:`~mobilenetv3.train.commit.fsync_dir`.
 """
 
 from __future__ import annotations
@@ -20,6 +20,8 @@ import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from ..train.commit import fsync_dir
 
 _MISSING = object()
 
@@ -140,7 +142,7 @@ class Journal:
         finally:
             os.close(fd)
         if creating:
-            self._sync_directory()
+            fsync_dir(self.path.parent)
         return json.loads(line)
 
     def _undo(self, fd: int, size: int, exc: OSError) -> JournalError:
@@ -153,19 +155,6 @@ class Journal:
             kept += " (its last line may be torn; the next open drops it)"
         return JournalError(f"{self.path}: could not write a record ({exc.strerror or exc}; disk full?); {kept}; "
                             "free space and rerun with --resume")
-
-    def _sync_directory(self) -> None:
-        """Make the new file's directory entry durable too (POSIX; a no-op where directories cannot be opened)."""
-        try:
-            fd = os.open(self.path.parent, os.O_RDONLY)
-        except OSError:
-            return
-        try:
-            os.fsync(fd)
-        except OSError:
-            pass
-        finally:
-            os.close(fd)
 
 
 __all__ = ["Journal", "JournalError"]

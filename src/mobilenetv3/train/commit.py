@@ -49,7 +49,8 @@ _UMASK = _current_umask()
 
 
 # -- atomic writes --------------------------------------------------------------------------------
-def _fsync_dir(directory: Path) -> None:
+def fsync_dir(directory: Path) -> None:
+    """Make a directory's entries (a new or renamed file) durable; a no-op where directories cannot be opened."""
     try:
         fd = os.open(directory, os.O_RDONLY)
     except OSError:
@@ -80,7 +81,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Any], None], binary: 
         except FileNotFoundError:
             pass
         raise
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
