@@ -21,6 +21,7 @@ from mobilenetv3.search.proxy import ProxyTask
 from mobilenetv3.search.reward import W_PRESETS, default_w, reward
 from mobilenetv3.search.space import StageChoices, get_space, space_from_seed
 from mobilenetv3.spec import ArchSpec, BlockSpec
+from search_helpers import Interrupting
 
 torch.set_num_threads(1)
 
@@ -48,23 +49,6 @@ class FakeTable:
 
 def fake_measure(specs):
     return [1.1 * FakeTable().predict(s) for s in specs]
-
-
-class Interrupting(SerialEvaluator):
-    """Stops the run (as Ctrl-C would) after ``after`` results."""
-
-    def __init__(self, after):
-        super().__init__()
-        self.left = after
-
-    def run(self, fn, jobs, *, on_result=None):
-        def counted(i, result):
-            if self.left == 0:
-                raise KeyboardInterrupt
-            self.left -= 1
-            on_result(i, result)
-
-        return super().run(fn, jobs, on_result=counted)
 
 
 def search(out, space=None, *, evaluator=None, resume=False, logs=None, **changes):

@@ -20,6 +20,7 @@ from mobilenetv3.search.netadapt import NetAdapt, NetAdaptError, NetAdaptOptions
 from mobilenetv3.search.predictor import key_madds
 from mobilenetv3.spec import ArchSpec, BlockSpec
 from mobilenetv3.train.loop import train
+from search_helpers import Interrupting
 
 
 def seed_spec() -> ArchSpec:
@@ -112,24 +113,6 @@ def test_reaches_the_target_with_valid_specs_and_writes_the_report(reference):
     # only the chosen proposals' weights are kept
     kept = sorted(p.name for p in (out / "steps").rglob("*.safetensors"))
     assert len(kept) == summary["steps"]
-
-
-class Interrupting(SerialEvaluator):
-    """Stops the run (as Ctrl-C would) after ``after`` evaluated proposals."""
-
-    def __init__(self, after: int) -> None:
-        super().__init__()
-        self.left = after
-
-    def run(self, fn, jobs, *, on_result=None):
-        def counted(i, result):
-            if self.left == 0:
-                raise KeyboardInterrupt
-            self.left -= 1
-            if on_result is not None:
-                on_result(i, result)
-
-        return super().run(fn, jobs, on_result=counted)
 
 
 def test_resume_after_interruptions_gives_the_same_run(reference, seed_run, tmp_path):
