@@ -2,12 +2,14 @@
 interleaved session, accuracy on the test set once.
 
     python benchmarks/netadapt_compare.py --seed runs/seed --run netadapt=runs/netadapt/retrain \\
-        --run width-0.8=runs/small-w080 [--spec adapted=final/spec.json] [--table T.json] [--rounds 20] \\
-        [--json out.json]
+        --run width-0.8=runs/small-w080 [--spec adapted=final/spec.json] [--table T.json] [--rounds 30] \\
+        [--statistic min] [--sessions 3] [--json out.json]
 
 Every run's EMA weights are scored on the test split of its data (the runs were selected on their holdout, never on
 the test set); every run's spec is timed end to end on ``--runtime`` at 1 thread (default ONNX Runtime), all of
-them in the same interleaved rounds with the seed, so machine drift cancels in the ratios. With ``--table`` the
+them in the same interleaved rounds with the seed, so machine drift cancels in the ratios; by default each spec is
+prepared in 3 sessions and timed by its fastest round (the repeatable figure on a shared VM, as NetAdapt's own
+stop measures it), the median over sessions reported. With ``--table`` the
 latency table's prediction is printed beside the measurement. ``--spec NAME=FILE.json`` adds a spec that has no
 trained run (latency only). Run it on a quiet machine.
 """
@@ -22,7 +24,7 @@ from mobilenetv3.cost import spec_cost
 from mobilenetv3.runtime.cpu import machine_info
 from mobilenetv3.search.latency_table import LatencyTable, load_table
 from mobilenetv3.search.predictor import predict
-from mobilenetv3.search.table_check import measure_interleaved
+from mobilenetv3.search.table_check import STATISTICS, measure_interleaved
 from mobilenetv3.spec import ArchSpec
 from mobilenetv3.train.evaluate import evaluate_run, load_run
 
@@ -36,7 +38,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--table", default=None, help="latency table for the predicted column")
     p.add_argument("--runtime", default="onnxruntime")
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--rounds", type=int, default=20, help="interleaved rounds (default 20)")
+    p.add_argument("--rounds", type=int, default=30, help="interleaved rounds (default 30)")
+    p.add_argument("--statistic", choices=sorted(STATISTICS), default="min",
+                   help="of the rounds: min (default: the least disturbed) or median")
+    p.add_argument("--sessions", type=int, default=3, help="sessions per spec, the median taken (default 3)")
     p.add_argument("--min-seconds", type=float, default=0.5, help="per spec and round (default 0.5 s)")
     p.add_argument("--split", default="test", help="the split scored (default test)")
     p.add_argument("--json", default=None, help="also write the figures here")
@@ -51,10 +56,11 @@ def main(argv: list[str] | None = None) -> int:
     if any(s.resolution != resolution for s in specs):
         p.error("the runs train at different resolutions")
     header = {"runtime": args.runtime, "threads": args.threads, "resolution": resolution}
-    print(f"timing {len(specs)} specs in {args.rounds} interleaved rounds ({args.runtime}, {args.threads} thread, "
-          f"{resolution} px)...", file=sys.stderr)
+    print(f"timing {len(specs)} specs x {args.sessions} sessions in {args.rounds} interleaved rounds "
+          f"({args.runtime}, {args.threads} thread, {resolution} px)...", file=sys.stderr)
     medians, even, odd = measure_interleaved(LatencyTable(header), specs, rounds=args.rounds,
-                                             min_seconds=args.min_seconds, progress=False)
+                                             min_seconds=args.min_seconds, progress=False,
+                                             statistic=args.statistic, sessions=args.sessions)
     table = load_table(args.table) if args.table else None
     rows = []
     for (name, run_dir), spec, ms, e, o in zip(runs, specs, medians, even, odd, strict=True):
@@ -67,8 +73,10 @@ def main(argv: list[str] | None = None) -> int:
                      "even_ms": e, "odd_ms": o, "ratio": ms / medians[0],
                      "predicted_ms": predict(table, spec, resolution).ms if table else None,
                      "top1": top1})
-    print(f"\n{machine_info().get('cpu', '')}; {args.runtime}, {args.threads} thread, {resolution} px, batch 1; "
-          f"median of {args.rounds} interleaved rounds (even / odd rounds in brackets); {args.split} top-1")
+    machine = machine_info()
+    print(f"\n{machine['cpu']} ({machine['cpu_id']}); {args.runtime}, {args.threads} thread, {resolution} px, batch 1; "
+          f"{args.statistic} of {args.rounds} interleaved rounds, median of {args.sessions} sessions (even / odd "
+          f"rounds in brackets); {args.split} top-1")
     print(f"{'model':<14} {'params':>9} {'MAdds':>7} {'predicted':>9} {'measured ms':>23} {'x seed':>7} {'top-1':>7}")
     for r in rows:
         pred = f"{r['predicted_ms']:.4f}" if r["predicted_ms"] is not None else "-"
@@ -77,8 +85,9 @@ def main(argv: list[str] | None = None) -> int:
               + (f"{r['top1']:>6.2f}%" if r["top1"] is not None else f"{'-':>7}"))
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"machine": machine_info(), "runtime": args.runtime, "threads": args.threads,
-                       "rounds": args.rounds, "rows": rows}, f, indent=2)
+            json.dump({"machine": machine, "runtime": args.runtime, "threads": args.threads,
+                       "rounds": args.rounds, "statistic": args.statistic, "sessions": args.sessions,
+                       "rows": rows}, f, indent=2)
     return 0
 
 

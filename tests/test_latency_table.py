@@ -171,6 +171,9 @@ def test_mismatched_tables_are_refused(tmp_path):
         check_compatible(table, cpu="Some Other CPU")
     with pytest.raises(TableMismatchError, match="threads.*resolution"):
         check_compatible(table, threads=4, resolution=224)
+    # the same model name from another CPU generation (a hypervisor shows "AMD EPYC" for Zen 3 and Zen 4 alike)
+    with pytest.raises(TableMismatchError, match="cpu_id: the table has"):
+        check_compatible(table, cpu=table.header["cpu"], cpu_id="AuthenticAMD 25/17/1 avx2,fma,avx512f")
     assert check_compatible(table, force=True, threads=4) == ["threads: the table has 1, this measurement 4"]
     with pytest.raises(TableMismatchError, match="stem_act"):
         check_compatible(table, spec=space.seed.replace(stem_act="relu"))

@@ -12,7 +12,7 @@ import torch
 
 from mobilenetv3 import build, get_spec
 from mobilenetv3.runtime import BACKENDS, Prepared, available_backends, load_backend
-from mobilenetv3.runtime.cpu import machine_info, pinned_threads
+from mobilenetv3.runtime.cpu import cpu_id, machine_info, pinned_threads
 from mobilenetv3.runtime.onnxruntime import parse_ort_profile
 from mobilenetv3.runtime.timing import TimingStats, format_ms, percentile, time_callable
 
@@ -119,6 +119,22 @@ def test_machine_info_fields():
     info = machine_info()
     assert info["cpu"] and isinstance(info["cpu"], str)
     assert info["logical_cpus"] >= 1 and "T" in info["date"]
+
+
+def test_cpu_id_tells_cpu_generations_apart_under_one_model_name(tmp_path):
+    def cpuinfo(model: int, flags: str):
+        block = (f"processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 25\nmodel\t\t: {model}\n"
+                 f"model name\t: AMD EPYC\nstepping\t: 1\nflags\t\t: fpu sse2 {flags}\n\n")
+        path = tmp_path / f"cpuinfo-{model}"
+        path.write_text(block + block.replace("processor\t: 0", "processor\t: 1"))
+        return path
+
+    zen3 = cpu_id(cpuinfo(1, "avx2 fma"))
+    zen4 = cpu_id(cpuinfo(17, "avx2 fma avx512f avx512_vnni avx512_bf16 avx512vl"))
+    assert zen3 == "AuthenticAMD 25/1/1 avx2,fma"
+    assert zen4 == "AuthenticAMD 25/17/1 avx2,fma,avx512f,avx512_vnni,avx512_bf16"
+    assert cpu_id(tmp_path / "missing") == "unknown"
+    assert machine_info()["cpu_id"] == cpu_id()
 
 
 def test_parse_ort_profile_aggregates_node_medians_per_op_and_stage():

@@ -108,7 +108,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
 def predicted_line(result: dict, table_path: str, model, resolution: int | None, force: bool) -> dict:
     """What `mnv3 latency --predict` adds: the table's prediction for the model beside the measured median."""
     from ..inputs import model_spec
-    from ..runtime.cpu import cpu_model
+    from ..runtime.cpu import this_cpu
     from ..search.latency_table import check_compatible, load_table
     from ..search.predictor import predict
 
@@ -117,7 +117,7 @@ def predicted_line(result: dict, table_path: str, model, resolution: int | None,
         raise CLIError("--predict needs a model built from a spec")
     lut = load_table(table_path)
     res = resolution or spec.resolution
-    diffs = check_compatible(lut, force=force, spec=spec, cpu=cpu_model(), runtime=result["runtime"],
+    diffs = check_compatible(lut, force=force, spec=spec, **this_cpu(), runtime=result["runtime"],
                              threads=result["threads"], resolution=res)
     p = predict(lut, spec, res)
     measured = result["median_ms"]

@@ -27,14 +27,48 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine() or "unknown"
 
 
+# Instruction sets that change which kernels a runtime picks (and so its latency), in the order they are listed.
+KERNEL_ISA_FLAGS = ("avx2", "fma", "avx_vnni", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_tile")
+
+
+def cpu_id(cpuinfo: str | os.PathLike = "/proc/cpuinfo") -> str:
+    """The CPU's identity below its model name: vendor, family, model and stepping, and the instruction sets that
+    decide a runtime's kernels, e.g. ``"AuthenticAMD 25/1/1 avx2,fma"``. A hypervisor may show every AMD EPYC as
+    "AMD EPYC"; this tells a Zen 3 (family 25, model 1) from a Zen 4 (model 17) with AVX-512, whose latencies
+    differ. ``"unknown"`` where ``cpuinfo`` cannot be read."""
+    fields: dict[str, str] = {}
+    try:
+        for line in Path(cpuinfo).read_text().splitlines():
+            key, _, value = line.partition(":")
+            key = key.strip()
+            if key in ("vendor_id", "cpu family", "model", "stepping", "flags") and key not in fields:
+                fields[key] = value.strip()
+            if not line.strip() and fields:
+                break  # the first processor's block is enough
+    except OSError:
+        return "unknown"
+    if not fields:
+        return "unknown"
+    flags = set(fields.get("flags", "").split())
+    isas = ",".join(f for f in KERNEL_ISA_FLAGS if f in flags) or "no-avx2"
+    return (f"{fields.get('vendor_id', '?')} {fields.get('cpu family', '?')}/{fields.get('model', '?')}/"
+            f"{fields.get('stepping', '?')} {isas}")
+
+
+def this_cpu() -> dict[str, str]:
+    """The header fields that say which CPU a measurement comes from: ``cpu`` (model name) and ``cpu_id``."""
+    return {"cpu": cpu_model(), "cpu_id": cpu_id()}
+
+
 def machine_info() -> dict[str, Any]:
-    """CPU model, logical CPUs, 1-minute load average (others' work on the machine), the date (UTC) and the
-    oneDNN instruction-set cap in force (:func:`onednn_isa_cap`; None: oneDNN picks)."""
+    """CPU model and identity (:func:`cpu_id`), logical CPUs, 1-minute load average (others' work on the
+    machine), the date (UTC) and the oneDNN instruction-set cap in force (:func:`onednn_isa_cap`; None: oneDNN
+    picks)."""
     try:
         load = round(os.getloadavg()[0], 2)
     except (AttributeError, OSError):
         load = None
-    return {"cpu": cpu_model(), "logical_cpus": os.cpu_count(), "load_avg_1m": load,
+    return {**this_cpu(), "logical_cpus": os.cpu_count(), "load_avg_1m": load,
             "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             "onednn_max_cpu_isa": onednn_isa_cap()}
 

@@ -16,7 +16,7 @@ import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from ..runtime.cpu import cpu_model
+from ..runtime.cpu import this_cpu
 from ..spec import ArchSpec
 from .latency_table import LatencyTable, block_keys, check_compatible, load_table
 from .predictor import predict, table_sum
@@ -39,7 +39,7 @@ class GrowingTable:
         self.settings = settings or TimingSettings()
         if self.path.exists():
             self.table = load_table(self.path)
-            self.mismatches = check_compatible(self.table, force=force, spec=seed, cpu=cpu_model(), runtime=runtime,
+            self.mismatches = check_compatible(self.table, force=force, spec=seed, **this_cpu(), runtime=runtime,
                                                threads=threads, resolution=seed.resolution)
             recorded = self.table.header.get("timing")
             if isinstance(recorded, dict) and set(recorded) <= set(TimingSettings.__dataclass_fields__):

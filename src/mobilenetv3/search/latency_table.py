@@ -45,7 +45,8 @@ ACTS = {"relu": 0, "hswish": 1}
 CONVENTIONS = ("in_channels", "stem_kernel", "stem_stride", "stem_act", "last_act", "last_se", "head_act",
                "se_ratio", "se_divisor", "se_base", "se_gate", "se_inner_act", "padding")
 # header fields that make a table's figures valid on a machine; a difference is refused unless forced
-MATCHED = ("cpu", "runtime", "threads", "resolution")
+# (``cpu_id`` since 2026-12: a hypervisor can give two CPU generations one model name)
+MATCHED = ("cpu", "cpu_id", "runtime", "threads", "resolution")
 
 
 class TableFileError(ValueError):
@@ -207,7 +208,7 @@ def load_table(path: str | os.PathLike) -> LatencyTable:
 
 def check_compatible(table: LatencyTable, *, force: bool = False, spec: ArchSpec | None = None,
                      **expected: Any) -> list[str]:
-    """The differences between the table's header and ``expected`` (``cpu``, ``runtime``, ``threads``,
+    """The differences between the table's header and ``expected`` (``cpu``, ``cpu_id``, ``runtime``, ``threads``,
     ``resolution``; a header without the field, as an imported OFA table, is not checked), and between its
     recorded conventions and ``spec``'s. Raises :class:`TableMismatchError` naming them unless ``force``; returns
     them (for a warning) when forced."""

@@ -26,7 +26,7 @@ from torch import nn
 
 from ..latency.targets import prepare_runtime, target
 from ..layers import ConvNormAct, InvertedResidual, SqueezeExcite, make_activation
-from ..runtime.cpu import cpu_model, onednn_isa_cap, pinned_threads
+from ..runtime.cpu import onednn_isa_cap, pinned_threads, this_cpu
 from ..runtime.timing import time_callable
 from ..spec import ArchSpec, BlockSpec
 from .latency_table import (
@@ -142,7 +142,7 @@ def header_for(space_name: str, seed: ArchSpec, resolution: int, runtime: str, t
                settings: TimingSettings) -> dict[str, Any]:
     """:func:`table_header` for a table named ``space_name`` whose blocks follow ``seed``'s conventions (a table
     that NetAdapt fills as it goes has no space object)."""
-    return {"cpu": cpu_model(), "runtime": runtime, "runtime_version": runtime_version(runtime),
+    return {**this_cpu(), "runtime": runtime, "runtime_version": runtime_version(runtime),
             "torch_version": torch.__version__, "threads": threads, "resolution": resolution,
             "space": space_name, "onednn_max_cpu_isa": onednn_isa_cap(),
             "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),

@@ -25,7 +25,7 @@ import numpy as np
 from ..inputs import example_input
 from ..latency.targets import prepare_runtime
 from ..model import build
-from ..runtime.cpu import cpu_model, pinned_threads
+from ..runtime.cpu import pinned_threads, this_cpu
 from ..runtime.timing import time_interleaved
 from ..spec import ArchSpec
 from .latency_table import LatencyTable, check_compatible, load_table
@@ -117,7 +117,7 @@ def open_checked(path: str | Path, force: bool) -> tuple[LatencyTable, list[str]
         if name not in table.header:
             raise ValueError(f"{path}: the header records no {name} (an imported table): it cannot be checked "
                              "end to end here")
-    return table, check_compatible(table, force=force, cpu=cpu_model())
+    return table, check_compatible(table, force=force, **this_cpu())
 
 
 def fit_table(path: str | Path, space: Any, samples: int, *, force: bool = False, measure: MeasureFn | None = None,
