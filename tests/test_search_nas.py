@@ -293,7 +293,9 @@ def test_cli_trains_samples_on_the_data_run(data_run, tmp_path, monkeypatch, cap
     header = json.loads(lines(out / JOURNAL)[0])
     assert header["num_classes"] == 3 and header["task"]["holdout"] == 12 and header["task"]["lr"] == 0.05
     assert header["latency"]["runtime"] == "onnxruntime"
-    assert (out / "report.md").is_file() and ArchSpec.load(out / "best" / "spec.json").num_classes == 1000
+    best = ArchSpec.load(out / "best" / "spec.json")  # deployed at the data's shape (--latency-shape data)
+    assert (out / "report.md").is_file() and (best.num_classes, best.resolution, best.in_channels) == (3, 16, 3)
+    assert header["latency"]["resolution"] == 16
     assert cli_main(argv[:-1] + ["--resume"]) == 0  # a finished run: the summary again, as a table
     text = capsys.readouterr().out
     assert "reward (measured)" in text and "3 samples" in text

@@ -1,6 +1,7 @@
 """`mnv3 search`: the paper's architecture search on this machine's measured latency. `netadapt` shrinks a trained
 seed to a latency target (section 4.2) and retrains the result; `nas` samples architectures of a search space with
-a controller (or at random) and scores them by MnasNet's reward (section 4.1)."""
+a controller (or at random) and scores them by MnasNet's reward (section 4.1); `pipeline` runs both in turn, with
+the trainings between them."""
 
 from __future__ import annotations
 
@@ -67,9 +68,11 @@ def cmd_nas(args: argparse.Namespace) -> int:
 
     if args.workers < 1:
         raise CLIError(f"--workers must be >= 1, got {args.workers}")
-    space = get_space(args.space)
     changes = {k: v for k, v in (("lr", args.proxy_lr), ("eval_limit", args.eval_limit)) if v is not None}
     task, classes = task_from_run(args.data_run, **changes)
+    space = get_space(args.space)
+    if args.latency_shape == "data":
+        space = space.deployed(task.channels, task.resolution, classes)
     options = NASOptions(target_ms=args.target_ms, samples=args.samples, batch=args.batch, w=args.w, hard=args.hard,
                          steps_per_sample=args.steps_per_sample, seed=args.seed, algorithm=args.algorithm,
                          strategy=args.strategy, top_k=args.top_k)
@@ -95,6 +98,36 @@ def cmd_nas(args: argparse.Namespace) -> int:
           + (f"{summary['within_target']} within the target" if summary["target_met"] else
              f"NO sample met the target of {summary['target_ms']} ms"))
     print(f"best spec {paths.get('spec')}; report {paths['report']}")
+    return 0
+
+
+def cmd_pipeline(args: argparse.Namespace) -> int:
+    from ..search.evaluator import make_evaluator
+    from ..search.pipeline import Pipeline, PipelineOptions
+
+    if args.workers < 1:
+        raise CLIError(f"--workers must be >= 1, got {args.workers}")
+    nas = {"samples": args.samples, "steps_per_sample": args.steps_per_sample, "strategy": args.strategy,
+           "batch": args.batch}
+    netadapt = {"steps_per_proposal": args.steps_per_proposal, "delta_ratio": args.delta}
+    train = {k: v for k, v in (("epochs", args.epochs), ("threads", args.train_threads)) if v is not None}
+    options = PipelineOptions(space=args.space, target_ms=args.target_ms, data_run=args.data_run,
+                              calibrate=args.calibrate, nas=nas, netadapt=netadapt, retrain=args.retrain,
+                              train=train, seed=args.seed)
+    backend = "ray" if args.ray_address else args.backend
+    with make_evaluator(backend, args.workers, ray_address=args.ray_address) as evaluator:
+        pipeline = Pipeline(args.out, options, evaluator=evaluator, resume=args.resume, progress=not args.quiet,
+                            log=None if not args.quiet else (lambda m: None), runtime=args.runtime,
+                            threads=args.threads, force=args.force)
+        summary = pipeline.run()
+    if args.json:
+        print_json(summary)
+        return 0
+    rows = [[r["name"], f"{r['params']:,}", f"{r['madds'] / 1e6:.1f}M", f"{r['predicted_ms']:.4f}",
+             f"{r['measured_ms']:.4f}", f"{r['ratio']:.3f}",
+             f"{r['test_top1']:.2f}%" if r["test_top1"] is not None else "-"] for r in summary["report"]["rows"]]
+    print(table(["network", "params", "MAdds", "predicted ms", "measured ms", "x space seed", "test top-1"], rows))
+    print(f"report {args.out}/report.md")
     return 0
 
 
@@ -200,6 +233,10 @@ def register_nas(actions, table_runtimes) -> None:
                    help="MnasNet's hard constraint (w = 0 at or below the target, -1 above) instead of the soft one")
     n.add_argument("--w", type=float, default=None,
                    help="the soft constraint's latency weight (default: -0.07 Large, -0.15 Small, the paper's)")
+    n.add_argument("--latency-shape", choices=("data", "space"), default="data",
+                   help="the networks whose latency the reward uses: data (default): the space's networks with the "
+                        "data run's input channels, resolution and classes, as deployed after training on it; "
+                        "space: as the space defines them (224 px, 1000 classes)")
     n.add_argument("--top-k", type=int, default=5, help="best specs measured end to end at the end (default 5)")
     n.add_argument("--seed", type=int, default=0, help="seed of the controller or the random draws (default 0)")
     add_evaluator_arguments(n, "samples trained at once", table_runtimes)
@@ -208,6 +245,46 @@ def register_nas(actions, table_runtimes) -> None:
     n.add_argument("--json", action="store_true", help="machine-readable summary")
     n.add_argument("--quiet", action="store_true", help="no progress bar or batch lines")
     n.set_defaults(func=cmd_nas)
+    register_pipeline(actions, table_runtimes)
+
+
+def register_pipeline(actions, table_runtimes) -> None:
+    from ..search.nas import STRATEGIES
+    from ..search.space import SPACES
+
+    n = actions.add_parser(
+        "pipeline", help="NAS -> train the best -> NetAdapt -> retrain, in one directory (paper section 4)",
+        description="The paper's search end to end on this machine's latency: calibrate the latency table, NAS over "
+                    "the space (deployed at the data run's shape), train the best spec with the data run's "
+                    "recipe, NetAdapt it to the target on measured latency, retrain the result, and measure the "
+                    "space's seed, the NAS seed and the final network together (test top-1 scored once). Each "
+                    "stage is resumable: --resume continues after a kill.")
+    n.add_argument("--space", choices=tuple(SPACES), required=True, help="the search space (its seed network)")
+    n.add_argument("--target-ms", type=float, required=True,
+                   help="latency target (ms on this machine): NAS's TAR and NetAdapt's measured target")
+    n.add_argument("--data-run", required=True, metavar="RUN_DIR",
+                   help="a training run trained with --holdout N: its data, recipe and holdout")
+    n.add_argument("--out", required=True, metavar="DIR", help="the pipeline's directory")
+    n.add_argument("--calibrate", type=int, default=20,
+                   help="specs measured end to end to fit the latency table's correction (default 20; 0: none)")
+    n.add_argument("--samples", type=int, default=100, help="NAS samples (default 100)")
+    n.add_argument("--steps-per-sample", type=int, default=100, help="NAS proxy steps per sample (default 100)")
+    n.add_argument("--batch", type=int, default=4, help="NAS samples per controller update (default 4)")
+    n.add_argument("--strategy", choices=STRATEGIES, default="controller", help="NAS: controller or random")
+    n.add_argument("--steps-per-proposal", type=int, default=30, metavar="T",
+                   help="NetAdapt's fine-tune steps per proposal (default 30)")
+    n.add_argument("--delta", type=float, default=0.01, help="NetAdapt's delta (default 0.01)")
+    n.add_argument("--retrain", choices=("scratch", "finetune"), default="scratch",
+                   help="the final training: from scratch (default, the paper's) or from NetAdapt's weights")
+    n.add_argument("--epochs", type=int, default=None, help="epochs of both trainings (default: the data run's)")
+    n.add_argument("--train-threads", type=int, default=None, help="threads of the trainings (default: the run's)")
+    n.add_argument("--seed", type=int, default=0, help="seed of NAS and NetAdapt (default 0)")
+    add_evaluator_arguments(n, "NAS samples or NetAdapt proposals trained at once", table_runtimes)
+    n.add_argument("--resume", action="store_true", help="continue the pipeline in --out")
+    n.add_argument("--force", action="store_true", help="use a table measured on another CPU or runtime")
+    n.add_argument("--json", action="store_true", help="machine-readable summary")
+    n.add_argument("--quiet", action="store_true", help="no progress bars or stage lines")
+    n.set_defaults(func=cmd_pipeline)
 
 
 def check_netadapt(args: argparse.Namespace) -> None:

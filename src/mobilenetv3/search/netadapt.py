@@ -48,6 +48,14 @@ class NetAdaptError(ValueError):
     """Options or inputs NetAdapt cannot run with; the message says which and why."""
 
 
+class TargetAlreadyMet(NetAdaptError):
+    """The seed's measured latency already meets the absolute target (``measured_ms``): nothing to adapt."""
+
+    def __init__(self, message: str, measured_ms: float) -> None:
+        super().__init__(message)
+        self.measured_ms = measured_ms
+
+
 @dataclass(frozen=True)
 class NetAdaptOptions:
     """``target_ratio`` (of the seed's measured latency) or ``target_ms``; ``delta_ratio`` x the seed's predicted
@@ -195,8 +203,8 @@ class NetAdapt:
         predicted = self.table.predict(self.seed_spec)
         measured = self.measure([self.seed_spec])[0]
         if self.options.target_ms is not None and self.options.target_ms >= measured:
-            raise NetAdaptError(f"the target {self.options.target_ms} ms is not below the seed's measured latency "
-                                f"({measured:.4f} ms): nothing to adapt")
+            raise TargetAlreadyMet(f"the target {self.options.target_ms} ms is not below the seed's measured "
+                                   f"latency ({measured:.4f} ms): nothing to adapt", measured)
         seed_state = State(self.seed_spec, str(self.seed_file), self.seed_sha, 0.0, predicted, measured)
         result = self.evaluator.run(evaluate_candidate, [self.job(self.seed_spec, seed_state, 0, 0, None)])[0]
         self.journal.append({"type": "seed", "predicted_ms": predicted, "measured_ms": measured,
@@ -309,5 +317,5 @@ def final_model(summary: dict[str, Any]):
     return load_model(summary["weights"], summary["sha256"])
 
 
-__all__ = ["JOURNAL", "METRICS", "NetAdapt", "NetAdaptError", "NetAdaptOptions", "State", "choose",
-           "default_measure", "final_model", "score"]
+__all__ = ["JOURNAL", "METRICS", "NetAdapt", "NetAdaptError", "NetAdaptOptions", "State", "TargetAlreadyMet",
+           "choose", "default_measure", "final_model", "score"]

@@ -147,6 +147,14 @@ class SearchSpace:
         if any(b.dilation != 1 for b in self.seed.blocks):
             raise ValueError(f"space {self.name!r}: the seed must have no dilated blocks")
 
+    def deployed(self, in_channels: int, resolution: int, num_classes: int) -> SearchSpace:
+        """The same space for networks that take ``in_channels`` x ``resolution`` images and predict
+        ``num_classes`` (e.g. Fashion-MNIST's 1 x 80 x 80, 10 classes): the seed's input, resolution and head
+        changed, the stages and choices kept. Its latency is the latency of what is deployed after training on
+        that data."""
+        seed = self.seed.replace(in_channels=in_channels, resolution=resolution, num_classes=num_classes)
+        return SearchSpace(name=self.name, seed=seed, stages=self.stages, choices=self.choices)
+
     # -- the stages' fixed facts -----------------------------------------------------------------
     def _stride(self, s: int) -> int:
         return self.seed.blocks[self.stages[s][0]].stride
