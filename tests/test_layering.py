@@ -15,7 +15,7 @@ LAYERS = (
     ("extras", "spec"),
     ("zoo", "layers", "cost"),
     ("model", "inputs", "convert"),
-    ("data", "runtime", "segmentation"),
+    ("data", "runtime", "segmentation", "detection"),
     ("tasks",),
     ("deploy",),
     ("latency",),
