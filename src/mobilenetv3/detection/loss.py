@@ -82,8 +82,8 @@ def hard_negatives(negative_loss: torch.Tensor, labels: torch.Tensor, neg_pos_ra
     num_pos = (labels > 0).sum(1)
     wanted = torch.maximum((num_pos * neg_pos_ratio).floor().long(), torch.full_like(num_pos, min_negatives))
     ranked = torch.where(negative, negative_loss, torch.full_like(negative_loss, -float("inf")))
-    order = ranked.argsort(1, descending=True, stable=True)
-    rank = order.argsort(1)
+    order = ranked.argsort(dim=1, descending=True, stable=True)
+    rank = order.argsort(dim=1)
     return negative & (rank < wanted[:, None])
 
 
