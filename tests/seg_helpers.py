@@ -52,5 +52,6 @@ def make_cityscapes(root: Path, size=(8, 16), per_city: int = 2, splits=("train"
                 image = rng.integers(0, 256, (*size, 3), dtype=np.uint8)
                 ids = (np.arange(size[0] * size[1]).reshape(size) + i) % 34
                 Image.fromarray(image).save(root / "leftImg8bit" / split / city / f"{stem}_leftImg8bit.png")
-                Image.fromarray(ids.astype(np.uint8)).save(root / "gtFine" / split / city / f"{stem}_gtFine_labelIds.png")
+                mask = root / "gtFine" / split / city / f"{stem}_gtFine_labelIds.png"
+                Image.fromarray(ids.astype(np.uint8)).save(mask)
     return root
