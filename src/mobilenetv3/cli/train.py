@@ -214,7 +214,8 @@ def register(sub) -> None:
                                    "--holdout, whose test split is then 'test')")
     p.add_argument("--weights", choices=("ema", "model"), default="ema", help="EMA (default) or raw weights")
     p.add_argument("--checkpoint", default="last", help="last (default), best, or a checkpoint file")
-    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--batch-size", type=int, help="images per batch (default: the run's evaluation batch, 256 for "
+                                                   "runs that recorded none)")
     p.add_argument("--device", default="auto")
     p.add_argument("--workers", type=int, default=0)
     p.add_argument("--limit", type=int, metavar="N", help="evaluate the first N images only")

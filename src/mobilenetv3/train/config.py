@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -65,10 +66,11 @@ RECIPES["fashion-mnist-long"] = {**RECIPES["fashion-mnist"], "epochs": 40, "rand
 # Cityscapes: DeepLab's 769 crops (768 here), scale 0.5-2.0, batch 8 at lr 0.01.
 RECIPES["scenes"] = dict(
     RECIPES["fashion-mnist"], epochs=10, batch_size=16, resolution=256, lr=0.02, warmup_epochs=0.5,
-    weight_decay=4e-5, label_smoothing=0.0, crop_scale=(0.75, 1.5), crop_fraction=1.0)
+    weight_decay=4e-5, label_smoothing=0.0, crop_scale=(0.75, 1.5), crop_fraction=1.0, eval_batch_size=32)
 RECIPES["cityscapes"] = dict(
     RECIPES["fashion-mnist"], epochs=200, batch_size=8, resolution=768, lr=0.01, warmup_epochs=1.0,
-    weight_decay=4e-5, label_smoothing=0.0, ema_decay=0.9999, crop_scale=(0.5, 2.0), crop_fraction=1.0)
+    weight_decay=4e-5, label_smoothing=0.0, ema_decay=0.9999, crop_scale=(0.5, 2.0), crop_fraction=1.0,
+    eval_batch_size=2)
 SEG_RECIPES = {"scenes": "scenes", "cityscapes": "cityscapes"}  # data kind -> recipe picked by "auto"
 SEG_TASK = "segmentation"
 SEG_DEFAULT_DATA = "scenes"
@@ -178,6 +180,16 @@ FIXED_DEFAULTS: dict[str, Any] = dict(
 QAT_FRACTION = 0.1
 
 
+def seg_data_kind(data: str) -> str | None:
+    """The segmentation data set ``data`` names (``scenes``, ``scenes:...``, ``cityscapes:PATH``), or None for
+    classification data (an existing folder named ``scenes`` or ``cityscapes`` is an image folder)."""
+    kind, sep, _ = data.partition(":")
+    kind = kind.strip().lower()
+    if kind not in SEG_RECIPES or (not sep and os.path.isdir(data)):
+        return None
+    return kind
+
+
 def default_data(config: TrainConfig) -> str:
     """The data a run uses when ``data`` is not given: Fashion-MNIST, or the scenes for segmentation."""
     return SEG_DEFAULT_DATA if config.task == SEG_TASK else FIXED_DEFAULTS["data"]
@@ -186,10 +198,11 @@ def default_data(config: TrainConfig) -> str:
 def recipe_name(config: TrainConfig) -> str:
     name = config.recipe or "auto"
     if name == "auto":
-        data = (config.data or default_data(config)).lower()
-        kind = data.partition(":")[0]
-        if kind in SEG_RECIPES:
+        data = config.data or default_data(config)
+        kind = seg_data_kind(data)
+        if kind is not None:
             return SEG_RECIPES[kind]
+        data = data.lower()
         return "fashion-mnist" if data in ("fashion-mnist", "fashion_mnist", "fashionmnist") else "paper"
     if name not in RECIPES:
         raise ValueError(f"unknown recipe {name!r} (choose from auto, {', '.join(RECIPES)})")
@@ -255,7 +268,7 @@ def validate(c: TrainConfig) -> None:
     else:
         _check(c.model is None or c.spec is None, "give a model name (--model) or a spec file (--spec), not both")
     _check(c.task in TASKS, f"unknown task {c.task!r} (choose from {', '.join(TASKS)})")
-    seg_data = c.data.partition(":")[0].lower() in SEG_RECIPES
+    seg_data = seg_data_kind(c.data) is not None
     _check(seg_data == (c.task == SEG_TASK),
            f"--data {c.data} is segmentation data: give --task segmentation" if seg_data else
            f"the segmentation task needs segmentation data (--data scenes[:OPTIONS] or cityscapes:PATH), "

@@ -101,12 +101,14 @@ def run_eval_dataset(data_info: dict[str, Any], split: str | None = None, *, dat
 
 
 def evaluate_run(run_dir: str | os.PathLike, *, data: str | None = None, data_dir: str | None = None,
-                 split: str | None = None, weights: str = "ema", checkpoint: str = "last", batch_size: int = 256,
-                 device: str | None = "auto", workers: int = 0, limit: int | None = None) -> dict[str, Any]:
+                 split: str | None = None, weights: str = "ema", checkpoint: str = "last",
+                 batch_size: int | None = None, device: str | None = "auto", workers: int = 0,
+                 limit: int | None = None) -> dict[str, Any]:
     """Evaluate a run's checkpoint on its validation data (or ``data``), with the run's own preprocessing.
 
     ``split``: default the run's validation split (``"holdout"`` for a run with held-out training images, whose
-    test split is then ``"test"``/``"val"``)."""
+    test split is then ``"test"``/``"val"``). ``batch_size``: default the run's evaluation batch (256 for runs
+    that recorded none; segmentation recipes record smaller ones for their larger images)."""
     dev = resolve_device(device)
     model, config = load_run(run_dir, checkpoint, weights, dev)
     d = config["data"]
@@ -119,6 +121,7 @@ def evaluate_run(run_dir: str | os.PathLike, *, data: str | None = None, data_di
     if limit is not None:
         dataset = Subset(dataset, range(min(limit, len(dataset))))
     task = get_task(config["train"].get("task")).for_run(d, config["train"])
+    batch_size = batch_size or config["train"].get("eval_batch_size") or 256
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers, collate_fn=task.collate)
     channels_last = bool(config.get("derived", {}).get("channels_last", False))
     if channels_last:
