@@ -70,10 +70,10 @@ def test_registry_names_classification_and_rejects_unknown_tasks():
     assert get_task("classification") is ClassificationTask
     assert get_task(None) is ClassificationTask  # the default, also for runs recorded before tasks existed
     assert issubclass(ClassificationTask, Task) and ClassificationTask.name == "classification"
-    with pytest.raises(ValueError, match=r"unknown task 'segmentation' \(choose from classification\)"):
-        get_task("segmentation")
+    with pytest.raises(ValueError, match=r"unknown task 'detection' \(choose from classification, segmentation\)"):
+        get_task("detection")
     with pytest.raises(ValueError, match="unknown task"):
-        resolve(TrainConfig(out="x", model="m", task="segmentation"))
+        resolve(TrainConfig(out="x", model="m", task="detection"))
     assert resolve(TrainConfig(out="x", model="m")).task == "classification"
     assert resolve(TrainConfig(out="x", model="m", task=None)).task == "classification"
 
@@ -179,4 +179,23 @@ def test_cli_task_option(capsys):
     with pytest.raises(SystemExit):
         main(["train", "--task", "detection", "--out", "x"])
     assert "invalid choice: 'detection'" in capsys.readouterr().err
-    assert tuple(TASKS) == ("classification",)
+    assert tuple(TASKS) == ("classification", "segmentation")
+
+
+def test_named_data_is_loaded_and_evaluated_by_the_task(tmp_path, make_colour_folder):
+    """Classification's data by name goes through ClassificationTask.load_data / eval_data (the seam the
+    segmentation task plugs into); a run directory is rebuilt and scored by its recorded task."""
+    from mobilenetv3.train import evaluate_run
+    from mobilenetv3.train.evaluate import load_run, run_eval_dataset
+
+    folder = make_colour_folder({"red": (200, 30, 30), "blue": (30, 30, 200)}, train=8, val=4, noise=10)
+    out = tmp_path / "run"
+    train(out=str(out), model="mobilenet_v3_small", width_mult=0.35, data=folder, epochs=1, batch_size=8,
+          resolution=16, lr=0.01, quiet=True, eval_batch_size=8, tensorboard=False)
+    config = json.loads((out / "config.json").read_text())
+    assert config["data"]["classes"] == ["blue", "red"] and config["data"]["train_size"] == 16
+    dataset = run_eval_dataset(config["data"], task="classification")
+    assert len(dataset) == 8 and dataset[0][0].shape == (3, 16, 16)
+    model, _ = load_run(out)
+    assert type(model).__name__ == "MobileNetV3"
+    assert evaluate_run(out, device="cpu")["count"] == 8

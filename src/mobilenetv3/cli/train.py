@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ..segmentation import SEG_MODELS
 from ..zoo import REGISTRY
 from .output import CLIError, print_json, table
 
@@ -30,7 +31,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         print_json(result)
     elif not args.quiet:
         metric = get_task(config.task).primary_metric
-        label = {"top1": "top-1"}.get(metric, metric)
+        label = {"top1": "top-1", "miou": "mIoU"}.get(metric, metric)
         last = result["last_epoch"] or {}
         score = last.get(f"ema_val_{metric}", last.get(f"val_{metric}"))
         best = result[f"best_{metric}"]
@@ -56,6 +57,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.json:
         print_json(result)
         return 0
+    if "miou" in result:
+        print_segmentation(result)
+        return 0
     print(f"{result['run_dir']} ({result['checkpoint']} checkpoint, {result['weights']} weights) on "
           f"{result['data']} {result['split']}, {result['count']:,} images: top-1 {result['top1']:.2f}%, "
           f"top-5 {result['top5']:.2f}%, loss {result['loss']:.4f}")
@@ -72,6 +76,18 @@ def cmd_eval(args: argparse.Namespace) -> int:
                                                                           strict=True))]
         print(table(headers, rows))
     return 0
+
+
+def print_segmentation(result: dict) -> None:
+    """What `mnv3 eval` prints for a segmentation run: mIoU, pixel accuracy, IoU and pixels per class."""
+    print(f"{result['run_dir']} ({result['checkpoint']} checkpoint, {result['weights']} weights) on "
+          f"{result['data']} {result['split']}, {result['count']:,} images ({result['pixels']:,} labelled pixels): "
+          f"mIoU {result['miou']:.2f}%, pixel accuracy {result['pixel_acc']:.2f}%, loss {result['loss']:.4f}")
+    print()
+    print(table(["class", "pixels", "IoU"],
+                [[name, sum(row), "-" if iou is None else f"{iou:.2f}%"]
+                 for name, iou, row in zip(result["classes"], result["per_class"].values(), result["confusion"],
+                                           strict=True)]))
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
@@ -102,21 +118,26 @@ def register(sub) -> None:
     g = p.add_argument_group("model and data")
     g.add_argument("--task", choices=tuple(TASKS), help="what the model learns: its head, loss and metrics "
                                                         "(default classification)")
-    g.add_argument("--model", help=f"zoo model: {', '.join(REGISTRY)}")
-    g.add_argument("--spec", metavar="FILE.json", help="a spec file instead of a zoo name")
+    g.add_argument("--model", help=f"zoo model: {', '.join(REGISTRY)}; with --task segmentation: "
+                                   f"{', '.join(SEG_MODELS)}")
+    g.add_argument("--spec", metavar="FILE.json", help="a spec file instead of a zoo name (a SegSpec for "
+                                                       "segmentation)")
     g.add_argument("--width-mult", type=float, help="width multiplier for a zoo model (default 1.0)")
-    g.add_argument("--data", help="'fashion-mnist' or an image folder ROOT/{train,val}/<class>/... "
-                                  "(default fashion-mnist)")
+    g.add_argument("--data", help="'fashion-mnist' or an image folder ROOT/{train,val}/<class>/... (default "
+                                  "fashion-mnist); segmentation: 'scenes[:size=HxW,train=N,val=N,test=N,items=A-B,"
+                                  "seed=S]' (default) or 'cityscapes:PATH'")
     g.add_argument("--data-dir", help="where to look for the data")
     g.add_argument("--val-split", help="held-out split to validate on (default val; Fashion-MNIST: its test set)")
     g.add_argument("--holdout", type=int, metavar="N",
                    help="validate on N training images set aside (a fixed random choice) instead of --val-split, "
                         "so that tuning never sees the test set; `mnv3 eval RUN_DIR --split test` then tests")
-    g.add_argument("--resolution", type=int, help="input size (default: the recipe's, else the spec's)")
+    g.add_argument("--resolution", type=int, help="input size (default: the recipe's, else the spec's); "
+                                                  "segmentation: the side of the square training crop")
     g.add_argument("--channels", type=int, choices=(1, 3), help="input channels (default: the data's)")
     g.add_argument("--limit-train", type=int, metavar="N", help="train on the first N images only")
     g.add_argument("--limit-val", type=int, metavar="N", help="validate on the first N images only")
-    g.add_argument("--crop-scale", type=float, nargs=2, metavar=("LO", "HI"), help="area fraction of training crops")
+    g.add_argument("--crop-scale", type=float, nargs=2, metavar=("LO", "HI"),
+                   help="area fraction of training crops (segmentation: the random scale factor's range)")
     g.add_argument("--hflip", type=float, help="probability of a horizontal flip")
     g.add_argument("--color-jitter", type=float, help="brightness/contrast/saturation jitter strength")
     g.add_argument("--random-erase", type=float, metavar="P",
@@ -184,7 +205,8 @@ def register(sub) -> None:
                         "at least 1)")
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("eval", help="evaluate a training run: top-1, top-5, per-class accuracy, confusion matrix")
+    p = sub.add_parser("eval", help="evaluate a training run: top-1, top-5, per-class accuracy, confusion matrix; "
+                                    "mIoU, pixel accuracy and per-class IoU for a segmentation run")
     p.add_argument("run_dir", metavar="RUN_DIR")
     p.add_argument("--data", help="dataset (default: the run's)")
     p.add_argument("--data-dir", help="where to look for the data (default: the run's)")
@@ -192,7 +214,8 @@ def register(sub) -> None:
                                    "--holdout, whose test split is then 'test')")
     p.add_argument("--weights", choices=("ema", "model"), default="ema", help="EMA (default) or raw weights")
     p.add_argument("--checkpoint", default="last", help="last (default), best, or a checkpoint file")
-    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--batch-size", type=int, help="images per batch (default: the run's evaluation batch, 256 for "
+                                                   "runs that recorded none)")
     p.add_argument("--device", default="auto")
     p.add_argument("--workers", type=int, default=0)
     p.add_argument("--limit", type=int, metavar="N", help="evaluate the first N images only")

@@ -1,8 +1,10 @@
-"""Data for classification: Fashion-MNIST from IDX files, image folders, and torch-only transforms.
+"""Data, torch-only: classification (Fashion-MNIST from IDX files, image folders) and segmentation (scenes
+composed from Fashion-MNIST items, Cityscapes folders), with their transforms.
 
-``load_dataset(name_or_path, split, resolution=..., train=...)`` is the entry point; ``collate`` goes with it in
-a DataLoader; ``load_image`` prepares one file for prediction. Every failure to find or read data is a
-:class:`DataError` naming the file or folder.
+``load_dataset(name_or_path, split, resolution=..., train=...)`` is the classification entry point; ``collate``
+goes with it in a DataLoader; ``load_image`` prepares one file for prediction. ``load_segmentation_dataset(name,
+split, train=...)`` is the segmentation one (``scenes[:OPTIONS]``, ``cityscapes:PATH``). Every failure to find or
+read data is a :class:`DataError` naming the file or folder.
 """
 
 from .errors import CorruptImageWarning, DataError
@@ -10,6 +12,8 @@ from .fashion_mnist import FashionMNIST, find_fashion_mnist, read_fashion_mnist
 from .folder import IMAGE_EXTENSIONS, ImageFolder, decode_image, load_image
 from .idx import parse_idx, read_idx
 from .loader import HOLDOUT, DatasetPart, collate, holdout_indices, load_dataset
+from .seg_loader import SEG_DATASETS, is_seg_data, load_segmentation_dataset
+from .seg_transforms import IGNORE_INDEX, SegEvalTransform, SegTrainTransform
 from .transforms import (
     DEFAULT_CROP_FRACTION,
     IMAGENET_MEAN,
@@ -22,8 +26,9 @@ from .transforms import (
 )
 
 __all__ = [
-    "DEFAULT_CROP_FRACTION", "HOLDOUT", "IMAGENET_MEAN", "IMAGENET_STD", "IMAGE_EXTENSIONS", "INCEPTION_RATIO",
-    "INCEPTION_SCALE", "CorruptImageWarning", "DataError", "DatasetPart", "EvalTransform", "FashionMNIST",
-    "ImageFolder", "TrainTransform", "build_transform", "collate", "decode_image", "find_fashion_mnist",
-    "holdout_indices", "load_dataset", "load_image", "parse_idx", "read_fashion_mnist", "read_idx",
+    "DEFAULT_CROP_FRACTION", "HOLDOUT", "IGNORE_INDEX", "IMAGENET_MEAN", "IMAGENET_STD", "IMAGE_EXTENSIONS",
+    "INCEPTION_RATIO", "INCEPTION_SCALE", "SEG_DATASETS", "CorruptImageWarning", "DataError", "DatasetPart",
+    "EvalTransform", "FashionMNIST", "ImageFolder", "SegEvalTransform", "SegTrainTransform", "TrainTransform",
+    "build_transform", "collate", "decode_image", "find_fashion_mnist", "holdout_indices", "is_seg_data",
+    "load_dataset", "load_image", "load_segmentation_dataset", "parse_idx", "read_fashion_mnist", "read_idx",
 ]

@@ -1,5 +1,5 @@
-"""Training tasks: classification now; segmentation and detection plug in here, one module and one registry line
-each. See :class:`~mobilenetv3.tasks.base.Task`."""
+"""Training tasks: classification and segmentation; detection plugs in here, one module and one registry line.
+See :class:`~mobilenetv3.tasks.base.Task`."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from .base import Task, autocast_context, to_device
 # name -> "module:Class", imported when asked for, so that a task's dependencies load only when it is used.
 TASKS: dict[str, str] = {
     "classification": "mobilenetv3.tasks.classification:ClassificationTask",
+    "segmentation": "mobilenetv3.tasks.segmentation:SegmentationTask",
 }
 DEFAULT_TASK = "classification"
 

@@ -17,6 +17,7 @@ from typing import Any, ClassVar
 
 import torch
 from torch import nn
+from torch.utils.data import Dataset
 
 from ..spec import ArchSpec
 
@@ -52,6 +53,41 @@ class Task(ABC):
     primary_metric: ClassVar[str]
     eval_metrics: ClassVar[tuple[str, ...]]
     step_keys: ClassVar[tuple[str, ...]]
+
+    # -- what a run is made of, asked before the task is built (the spec comes before the data is read)
+    @classmethod
+    def named_spec(cls, name: str, width_mult: float) -> Any:
+        """The architecture registered as ``name`` (``--model``) at ``width_mult``: a zoo spec by default."""
+        from ..zoo import get_spec
+
+        return get_spec(name, width_mult)
+
+    @classmethod
+    def load_spec(cls, path: Any) -> Any:
+        """The architecture in a spec file (``--spec``, a run's ``spec.json``): an ArchSpec by default."""
+        return ArchSpec.load(path)
+
+    @classmethod
+    def spec_resolution(cls, spec: Any) -> int:
+        """The input size a spec is meant for (a run's default ``resolution``)."""
+        return spec.resolution
+
+    @classmethod
+    def with_run_options(cls, spec: Any, changes: Mapping[str, Any]) -> Any:
+        """``spec`` with a run's resolution, dropout and BN momentum (``changes``, those given) applied."""
+        return spec.replace(**changes)
+
+    @classmethod
+    @abstractmethod
+    def load_data(cls, options: Mapping[str, Any], val_split: str) -> tuple[Dataset, Dataset]:
+        """The training and validation sets named by a run's resolved options (``TrainConfig.to_dict()``)."""
+
+    @classmethod
+    @abstractmethod
+    def eval_data(cls, data_info: Mapping[str, Any], split: str, *, data: str | None = None,
+                  data_dir: str | None = None) -> Dataset:
+        """A run's evaluation data from its recorded data section: ``split`` of the run's data (or ``data``),
+        prepared as the run's validation data."""
 
     @classmethod
     @abstractmethod

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..data import collate
+from ..data import collate, load_dataset
 from ..model import MobileNetV3
 from ..spec import ArchSpec
 from .base import Reduce, Task, autocast_context, to_device
@@ -41,6 +41,27 @@ class ClassificationTask(Task):
         classes = list(data_info["classes"])
         return cls(len(classes), in_channels=int(data_info["channels"]), classes=classes,
                    label_smoothing=options.get("label_smoothing") or 0.0)
+
+    # -- the data
+    @classmethod
+    def load_data(cls, options: Mapping[str, Any], val_split: str) -> tuple[Any, Any]:
+        o = options
+        common = dict(resolution=o["resolution"], data_dir=o["data_dir"], channels=o["channels"],
+                      on_corrupt=o["on_corrupt"], holdout=o["holdout"])
+        train_set = load_dataset(o["data"], "train", train=True, scale=o["crop_scale"], hflip=o["hflip"],
+                                 color_jitter=o["color_jitter"], random_erase=o["random_erase"], **common)
+        val_set = load_dataset(o["data"], val_split, train=False, crop_fraction=o["crop_fraction"],
+                               mean=train_set.mean, std=train_set.std, **common)
+        return train_set, val_set
+
+    @classmethod
+    def eval_data(cls, data_info: Mapping[str, Any], split: str, *, data: str | None = None,
+                  data_dir: str | None = None) -> Any:
+        d = data_info
+        return load_dataset(data or d["name"], split, resolution=d["resolution"], train=False,
+                            data_dir=data_dir if data_dir is not None else d.get("data_dir"),
+                            channels=d["channels"], mean=tuple(d["mean"]), std=tuple(d["std"]),
+                            crop_fraction=d.get("crop_fraction"), holdout=d.get("holdout") or 0)
 
     # -- the model
     def adapt_spec(self, spec: ArchSpec) -> ArchSpec:

@@ -1,7 +1,8 @@
 """Training configuration: every option of a run, with recipes that fill in what the caller leaves unset.
 
 A field left ``None`` takes its value from the recipe; ``recipe="auto"`` picks ``fashion-mnist`` for the
-Fashion-MNIST data and ``paper`` for anything else. The resolved configuration (no ``None`` left except the truly
+Fashion-MNIST data, ``scenes`` and ``cityscapes`` for those segmentation data sets, and ``paper`` for anything
+else. The segmentation task's data defaults to ``scenes``. The resolved configuration (no ``None`` left except the truly
 optional fields) is what a run records in ``config.json`` and what ``--resume`` reads back.
 
 ``paper`` (section 6.1.1 of the paper, with NOTES.md's readings): RMSProp (TF form) momentum 0.9, decay 0.9,
@@ -12,13 +13,15 @@ reference); dropout 0.2 and BatchNorm momentum 0.01 from the spec; weight EMA 0.
 warm-up epochs and 350 epochs (the TPU reference's, which the paper does not state); Inception crops.
 
 ``fashion-mnist``: MobileNetV3 on Fashion-MNIST on a 2-core CPU in under 30 minutes; ``fashion-mnist-long``: the
-same for 40 epochs with random erasing, for higher accuracy; see ``RECIPES``.
+same for 40 epochs with random erasing, for higher accuracy; see ``RECIPES``. ``scenes`` and ``cityscapes``:
+starting points for segmentation (not yet measured; ``docs/segmentation.md``).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+import os
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -56,6 +59,22 @@ RECIPES: dict[str, dict[str, Any]] = {
 # for Fashion-MNIST) against the overfitting that longer runs bring (measured: docs/training.md).
 RECIPES["fashion-mnist-long"] = {**RECIPES["fashion-mnist"], "epochs": 40, "random_erase": 0.5}
 
+# Segmentation (the segmentation task): ``resolution`` is the side of the square training crop and ``crop_scale``
+# the range of the random scale factor before cropping. Starting points, not yet measured on this machine:
+# SGD with momentum and a cosine schedule, no label smoothing, weight decay 4e-5 (DeepLab's for MobileNets),
+# BatchNorm momentum 0.1 for short runs. Scenes: 256x256 crops of the 256x512 canvases, scale 0.75-1.5;
+# Cityscapes: DeepLab's 769 crops (768 here), scale 0.5-2.0, batch 8 at lr 0.01.
+RECIPES["scenes"] = dict(
+    RECIPES["fashion-mnist"], epochs=10, batch_size=16, resolution=256, lr=0.02, warmup_epochs=0.5,
+    weight_decay=4e-5, label_smoothing=0.0, crop_scale=(0.75, 1.5), crop_fraction=1.0, eval_batch_size=32)
+RECIPES["cityscapes"] = dict(
+    RECIPES["fashion-mnist"], epochs=200, batch_size=8, resolution=768, lr=0.01, warmup_epochs=1.0,
+    weight_decay=4e-5, label_smoothing=0.0, ema_decay=0.9999, crop_scale=(0.5, 2.0), crop_fraction=1.0,
+    eval_batch_size=2)
+SEG_RECIPES = {"scenes": "scenes", "cityscapes": "cityscapes"}  # data kind -> recipe picked by "auto"
+SEG_TASK = "segmentation"
+SEG_DEFAULT_DATA = "scenes"
+
 # Fields a resumed run may change; any other field given on resume must equal the run's recorded value.
 RESUMABLE_CHANGES = ("epochs", "device", "workers", "threads", "quiet", "checkpoint_every_steps", "log_every_steps",
                      "tensorboard", "eval_batch_size", "lr", "grad_clip", "compile", "keep")
@@ -73,7 +92,7 @@ class TrainConfig:
     model: str | None = None  # zoo name
     spec: str | None = None  # or a spec JSON file
     width_mult: float | None = None
-    data: str | None = None  # "fashion-mnist" or an image folder (ImageNet layout)
+    data: str | None = None  # "fashion-mnist", an image folder (ImageNet layout); "scenes[:...]", "cityscapes:PATH"
     data_dir: str | None = None
     val_split: str | None = None  # "val" (Fashion-MNIST: its test set, the only held-out split)
     holdout: int | None = None  # validate on N images held out of the training split instead of val_split
@@ -102,7 +121,8 @@ class TrainConfig:
     accum_steps: int | None = None  # micro-batches per step (per process)
     resolution: int | None = None  # default: the recipe's, else the spec's
     channels: int | None = None  # input channels; default: the data's (Fashion-MNIST 1, folders 3)
-    crop_scale: tuple[float, float] | None = None  # area fraction of training crops; default: the data's
+    # area fraction of training crops (segmentation: the scale factor range); default: the data's
+    crop_scale: tuple[float, float] | None = None
     hflip: float | None = None
     color_jitter: float | None = None
     random_erase: float | None = None  # probability of random erasing (Zhong et al.)
@@ -160,10 +180,29 @@ FIXED_DEFAULTS: dict[str, Any] = dict(
 QAT_FRACTION = 0.1
 
 
+def seg_data_kind(data: str) -> str | None:
+    """The segmentation data set ``data`` names (``scenes``, ``scenes:...``, ``cityscapes:PATH``), or None for
+    classification data (an existing folder named ``scenes`` or ``cityscapes`` is an image folder)."""
+    kind, sep, _ = data.partition(":")
+    kind = kind.strip().lower()
+    if kind not in SEG_RECIPES or (not sep and os.path.isdir(data)):
+        return None
+    return kind
+
+
+def default_data(config: TrainConfig) -> str:
+    """The data a run uses when ``data`` is not given: Fashion-MNIST, or the scenes for segmentation."""
+    return SEG_DEFAULT_DATA if config.task == SEG_TASK else FIXED_DEFAULTS["data"]
+
+
 def recipe_name(config: TrainConfig) -> str:
     name = config.recipe or "auto"
     if name == "auto":
-        data = (config.data or FIXED_DEFAULTS["data"]).lower()
+        data = config.data or default_data(config)
+        kind = seg_data_kind(data)
+        if kind is not None:
+            return SEG_RECIPES[kind]
+        data = data.lower()
         return "fashion-mnist" if data in ("fashion-mnist", "fashion_mnist", "fashionmnist") else "paper"
     if name not in RECIPES:
         raise ValueError(f"unknown recipe {name!r} (choose from auto, {', '.join(RECIPES)})")
@@ -175,6 +214,8 @@ def resolve(config: TrainConfig) -> TrainConfig:
     recipe = recipe_name(config)
     values = config.to_dict()
     values["recipe"] = recipe
+    if values["data"] is None:
+        values["data"] = default_data(config)
     for name, value in {**FIXED_DEFAULTS, **RECIPES[recipe]}.items():
         if values.get(name) is None and name != "recipe":
             values[name] = value
@@ -227,6 +268,11 @@ def validate(c: TrainConfig) -> None:
     else:
         _check(c.model is None or c.spec is None, "give a model name (--model) or a spec file (--spec), not both")
     _check(c.task in TASKS, f"unknown task {c.task!r} (choose from {', '.join(TASKS)})")
+    seg_data = seg_data_kind(c.data) is not None
+    _check(seg_data == (c.task == SEG_TASK),
+           f"--data {c.data} is segmentation data: give --task segmentation" if seg_data else
+           f"the segmentation task needs segmentation data (--data scenes[:OPTIONS] or cityscapes:PATH), "
+           f"got {c.data!r}")
     _check(c.qat_epochs is None or c.qat, "--qat-epochs applies to quantisation-aware training (--qat)")
     _check(not (c.qat and c.compile), "--compile is not supported with --qat (the fake-quantisation observers "
            "update state in the forward pass); leave one out")

@@ -10,13 +10,23 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from ..tasks import get_task
 from .config import TrainConfig
+
+
+def data_name(data: str) -> str:
+    """``data`` as recorded: a folder as an absolute path (also after ``cityscapes:``), so that ``mnv3 eval
+    RUN_DIR`` works from any directory."""
+    kind, sep, rest = data.partition(":")
+    if sep and kind.lower() == "cityscapes" and rest:
+        return f"{kind}:{Path(rest).resolve()}"
+    return str(Path(data).resolve()) if Path(data).is_dir() else data
 
 
 def load_datasets(c: TrainConfig, train_set: Dataset | None = None, val_set: Dataset | None = None
                   ) -> tuple[Dataset, Dataset, dict[str, Any]]:
     """The training and validation sets of a run and its data record (name, split, preprocessing, classes,
-    sizes); ``train_set``/``val_set`` replace the data named in ``c``."""
+    sizes); ``train_set``/``val_set`` replace the data named in ``c``, which the run's task loads otherwise."""
     if train_set is not None:
         if val_set is None:
             raise ValueError("a custom train_set needs a val_set too")
@@ -25,19 +35,14 @@ def load_datasets(c: TrainConfig, train_set: Dataset | None = None, val_set: Dat
                              "(split it yourself and pass val_set)")
         val_split = c.val_split
     else:
-        from ..data import HOLDOUT, load_dataset
+        from ..data import HOLDOUT
 
         val_split = HOLDOUT if c.holdout else c.val_split
-        common = dict(resolution=c.resolution, data_dir=c.data_dir, channels=c.channels, on_corrupt=c.on_corrupt,
-                      holdout=c.holdout)
-        train_set = load_dataset(c.data, "train", train=True, scale=c.crop_scale, hflip=c.hflip,
-                                 color_jitter=c.color_jitter, random_erase=c.random_erase, **common)
-        val_set = load_dataset(c.data, val_split, train=False, crop_fraction=c.crop_fraction,
-                               mean=train_set.mean, std=train_set.std, **common)
+        train_set, val_set = get_task(c.task).load_data(c.to_dict(), val_split)
     classes = list(train_set.classes)
     info = {
         # An absolute folder path, so that `mnv3 eval RUN_DIR` works from any directory.
-        "name": str(Path(c.data).resolve()) if Path(c.data).is_dir() else c.data, "data_dir": c.data_dir,
+        "name": data_name(c.data), "data_dir": c.data_dir,
         "val_split": val_split, "holdout": c.holdout, "resolution": c.resolution,
         "channels": int(train_set.channels), "mean": list(train_set.mean),
         "std": list(train_set.std), "classes": classes, "crop_fraction": c.crop_fraction,

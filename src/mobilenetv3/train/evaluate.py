@@ -1,7 +1,8 @@
 """Evaluation and prediction: of a model on a loader, and of a run directory with nothing else given.
 
-A run is evaluated by its task (``config.json``'s ``train.task``, classification for runs recorded before tasks
-existed). Classification: accuracies are percentages (0-100); ``per_class`` maps each class name to its recall (the
+A run is evaluated, and its model built, by its task (``config.json``'s ``train.task``, classification for runs
+recorded before tasks existed); segmentation reports mIoU (:mod:`mobilenetv3.tasks.segmentation`).
+Classification: accuracies are percentages (0-100); ``per_class`` maps each class name to its recall (the
 percentage of its images classified correctly); ``confusion[true][predicted]`` counts images.
 """
 
@@ -18,7 +19,6 @@ from torch import nn
 from torch.utils.data import DataLoader, Subset
 
 from ..model import MobileNetV3
-from ..spec import ArchSpec
 from ..tasks import autocast_context, get_task, to_device
 from ..tasks.classification import ClassificationTask
 from . import distributed
@@ -75,46 +75,45 @@ def resolve_device(device: str | None) -> torch.device:
 
 
 def load_run(run_dir: str | os.PathLike, checkpoint: str = "last", weights: str = "ema",
-             device: str | torch.device | None = "cpu") -> tuple[MobileNetV3, dict[str, Any]]:
-    """The trained model of a run (eval mode) and its config: ``spec.json`` + the ``last``/``best`` checkpoint."""
+             device: str | torch.device | None = "cpu") -> tuple[nn.Module, dict[str, Any]]:
+    """The trained model of a run (eval mode) and its config: ``spec.json`` + the ``last``/``best`` checkpoint,
+    built by the run's task (a :class:`MobileNetV3` for classification)."""
     if weights not in WEIGHTS:
         raise ValueError(f"weights must be one of {', '.join(WEIGHTS)}, got {weights!r}")
     config = read_run_config(run_dir)
     spec_path = Path(run_dir) / "spec.json"
     if not spec_path.is_file():
         raise CheckpointError(f"{run_dir} has no spec.json")
-    model = MobileNetV3(ArchSpec.load(spec_path))
+    task = get_task(config["train"].get("task"))
+    model = task.for_run(config["data"], config["train"]).build_model(task.load_spec(spec_path))
     load_weights(model, checkpoint_paths(run_dir, checkpoint), weights)
     dev = device if isinstance(device, torch.device) else resolve_device(device)
     return model.to(dev).eval(), config
 
 
 def run_eval_dataset(data_info: dict[str, Any], split: str | None = None, *, data: str | None = None,
-                     data_dir: str | None = None) -> Any:
+                     data_dir: str | None = None, task: str | None = None) -> Any:
     """A run's evaluation data from its recorded ``config["data"]``: the run's preprocessing (resolution,
     channels, statistics, crop) on ``split`` (default: the run's validation split, ``"holdout"`` for a run with
-    held-out training images), of the run's data or ``data``."""
-    from ..data import load_dataset
-
-    d = data_info
-    return load_dataset(data or d["name"], split or d.get("val_split", "val"), resolution=d["resolution"],
-                        train=False, data_dir=data_dir if data_dir is not None else d.get("data_dir"),
-                        channels=d["channels"], mean=tuple(d["mean"]), std=tuple(d["std"]),
-                        crop_fraction=d.get("crop_fraction"), holdout=d.get("holdout") or 0)
+    held-out training images), of the run's data or ``data``; loaded by ``task`` (default classification)."""
+    return get_task(task).eval_data(data_info, split or data_info.get("val_split", "val"), data=data,
+                                    data_dir=data_dir)
 
 
 def evaluate_run(run_dir: str | os.PathLike, *, data: str | None = None, data_dir: str | None = None,
-                 split: str | None = None, weights: str = "ema", checkpoint: str = "last", batch_size: int = 256,
-                 device: str | None = "auto", workers: int = 0, limit: int | None = None) -> dict[str, Any]:
+                 split: str | None = None, weights: str = "ema", checkpoint: str = "last",
+                 batch_size: int | None = None, device: str | None = "auto", workers: int = 0,
+                 limit: int | None = None) -> dict[str, Any]:
     """Evaluate a run's checkpoint on its validation data (or ``data``), with the run's own preprocessing.
 
     ``split``: default the run's validation split (``"holdout"`` for a run with held-out training images, whose
-    test split is then ``"test"``/``"val"``)."""
+    test split is then ``"test"``/``"val"``). ``batch_size``: default the run's evaluation batch (256 for runs
+    that recorded none; segmentation recipes record smaller ones for their larger images)."""
     dev = resolve_device(device)
     model, config = load_run(run_dir, checkpoint, weights, dev)
     d = config["data"]
     split = split or d.get("val_split", "val")
-    dataset = run_eval_dataset(d, split, data=data, data_dir=data_dir)
+    dataset = run_eval_dataset(d, split, data=data, data_dir=data_dir, task=config["train"].get("task"))
     classes = list(d["classes"])
     if list(dataset.classes) != classes:
         raise ValueError(f"the data's classes ({len(dataset.classes)}: {', '.join(dataset.classes[:5])}...) differ "
@@ -122,6 +121,7 @@ def evaluate_run(run_dir: str | os.PathLike, *, data: str | None = None, data_di
     if limit is not None:
         dataset = Subset(dataset, range(min(limit, len(dataset))))
     task = get_task(config["train"].get("task")).for_run(d, config["train"])
+    batch_size = batch_size or config["train"].get("eval_batch_size") or 256
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers, collate_fn=task.collate)
     channels_last = bool(config.get("derived", {}).get("channels_last", False))
     if channels_last:
@@ -142,6 +142,9 @@ def predict(run_dir: str | os.PathLike, images: Sequence[str | os.PathLike], *, 
         raise ValueError(f"top-k must be >= 1, got {top_k}")
     if not images:
         raise ValueError("no images given")
+    task = read_run_config(run_dir)["train"].get("task") or "classification"
+    if task != "classification":
+        raise ValueError(f"{run_dir} is a {task} run; prediction is implemented for classification runs only")
     dev = resolve_device(device)
     model, config = load_run(run_dir, checkpoint, weights, dev)
     d = config["data"]

@@ -130,7 +130,7 @@ class Trainer(RunDirectory, TrainerState):
             check_deploy_extra()  # the int8 conversion at the end needs it: fail now, not after training
         base = base_spec(c, self.out)
         if c.resolution is None:  # the recipe leaves it to the spec (224 for the zoo's ImageNet models)
-            c = self.c = dataclasses.replace(c, resolution=base.resolution)
+            c = self.c = dataclasses.replace(c, resolution=get_task(c.task).spec_resolution(base))
 
         train_set, val_set, data_info = load_datasets(c, self.train_set_override, self.val_set_override)
         self.task: Task = get_task(c.task).for_run(data_info, c.to_dict())
