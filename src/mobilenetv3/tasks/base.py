@@ -68,6 +68,11 @@ class Task(ABC):
         return ArchSpec.load(path)
 
     @classmethod
+    def run_model(cls, spec_path: Any, data_info: Mapping[str, Any], options: Mapping[str, Any]) -> nn.Module:
+        """The model of a recorded run, before its weights are loaded: the run's task built on its spec file."""
+        return cls.for_run(data_info, options).build_model(cls.load_spec(spec_path))
+
+    @classmethod
     def spec_resolution(cls, spec: Any) -> int:
         """The input size a spec is meant for (a run's default ``resolution``)."""
         return spec.resolution

@@ -78,6 +78,12 @@ class ClassificationTask(Task):
     def build_model(self, spec: ArchSpec) -> nn.Module:
         return MobileNetV3(spec)
 
+    @classmethod
+    def run_model(cls, spec_path: Any, data_info: Mapping[str, Any], options: Mapping[str, Any]) -> nn.Module:
+        """The spec alone makes a classifier: a run whose config records no classes (assembled by hand, or
+        older) still loads."""
+        return MobileNetV3(cls.load_spec(spec_path))
+
     def collate(self, samples: list[Any]) -> Any:
         return collate(samples)
 

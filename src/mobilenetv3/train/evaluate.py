@@ -85,7 +85,7 @@ def load_run(run_dir: str | os.PathLike, checkpoint: str = "last", weights: str 
     if not spec_path.is_file():
         raise CheckpointError(f"{run_dir} has no spec.json")
     task = get_task(config["train"].get("task"))
-    model = task.for_run(config["data"], config["train"]).build_model(task.load_spec(spec_path))
+    model = task.run_model(spec_path, config["data"], config["train"])
     load_weights(model, checkpoint_paths(run_dir, checkpoint), weights)
     dev = device if isinstance(device, torch.device) else resolve_device(device)
     return model.to(dev).eval(), config
