@@ -177,9 +177,9 @@ def test_cli_task_option(capsys):
     from mobilenetv3.cli import main
 
     with pytest.raises(SystemExit):
-        main(["train", "--task", "detection", "--out", "x"])
-    assert "invalid choice: 'detection'" in capsys.readouterr().err
-    assert tuple(TASKS) == ("classification", "segmentation")
+        main(["train", "--task", "tracking", "--out", "x"])
+    assert "invalid choice: 'tracking'" in capsys.readouterr().err
+    assert tuple(TASKS) == ("classification", "segmentation", "detection")
 
 
 def test_named_data_is_loaded_and_evaluated_by_the_task(tmp_path, make_colour_folder):
