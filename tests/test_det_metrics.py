@@ -66,3 +66,15 @@ def test_no_detections_and_category_ids_and_result_file(tmp_path):
     path = write_results(acc.results, tmp_path / "out" / "results.json")
     assert json.loads(path.read_text()) == acc.results
     assert coco_evaluate(acc.ground_truth(), acc.results)["map"] == pytest.approx(0.5)
+
+
+def test_shares_of_several_processes_merge_into_one_evaluation():
+    whole, first, second = CocoAccumulator(3), CocoAccumulator(3), CocoAccumulator(3)
+    for acc, image in ((whole, 1), (whole, 2), (first, 1), (second, 2)):
+        acc.add_truth(image, (200, 200), BOXES, torch.tensor([1, 2]))
+        acc.add_detections(image, BOXES[:1], torch.tensor([0.9]), torch.tensor([1]))
+    first.gather()  # not distributed: nothing changes
+    merged = CocoAccumulator(3)
+    merged.merge([(a.images, a.annotations, a.results) for a in (first, second)])
+    assert merged.ground_truth() == whole.ground_truth() and merged.results == whole.results
+    assert merged.evaluate() == whole.evaluate()

@@ -5,7 +5,8 @@
 ``bbox``, ``score``), both in original image pixels; :func:`coco_evaluate` runs ``COCOeval`` (bbox, 100
 detections per image) and returns mAP@[.5:.95] (``map``), AP50, AP75 and AP small / medium / large as fractions
 in [0, 1], ``None`` where COCO has nothing to measure (no ground truth in that size range: its -1). With no
-detections at all every AP with ground truth is 0. :func:`write_results` writes a COCO result file.
+detections at all every AP with ground truth is 0. Under DDP :meth:`CocoAccumulator.gather` collects every
+process's share first. :func:`write_results` writes a COCO result file.
 """
 
 from __future__ import annotations
@@ -55,6 +56,26 @@ class CocoAccumulator:
             self.results.append({"image_id": int(image_id), "category_id": self.category_ids[int(label)],
                                  "bbox": [round(x1, 3), round(y1, 3), round(x2 - x1, 3), round(y2 - y1, 3)],
                                  "score": round(float(score), 5)})
+
+    def merge(self, parts: list[tuple[list, list, list]]) -> None:
+        """Replace this accumulator's contents by the union of ``parts`` (each an accumulator's ``(images,
+        annotations, results)``, e.g. one per process), annotation ids renumbered."""
+        self.images, self.annotations, self.results = [], [], []
+        for images, boxes, results in parts:
+            self.images += images
+            self.annotations += [dict(a, id=len(self.annotations) + i + 1) for i, a in enumerate(boxes)]
+            self.results += results
+
+    def gather(self) -> None:
+        """Under ``torch.distributed`` (initialised, several processes) collect every process's images and
+        detections here, so that each process evaluates the whole split and gets the same figures."""
+        import torch.distributed as dist
+
+        if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+            return
+        parts: list[Any] = [None] * dist.get_world_size()
+        dist.all_gather_object(parts, (self.images, self.annotations, self.results))
+        self.merge(parts)
 
     def ground_truth(self, class_names: list[str] | None = None) -> dict[str, Any]:
         ids = self.category_ids[1:]

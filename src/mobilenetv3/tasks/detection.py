@@ -15,8 +15,8 @@ threshold are ignored rather than taught as background.
 Evaluation returns ``count`` (images), ``loss`` (mean per image), ``map`` (mAP@[.5:.95], the primary metric),
 ``ap50``, ``ap75``, ``ap_small``, ``ap_medium``, ``ap_large`` (percentages, 0-100; ``None`` where COCO has no
 ground truth of that size) by pycocotools' ``COCOeval`` in original image pixels, and ``coco_results`` (the
-detections as a COCO result list, written by ``mnv3 eval --results FILE``). Under DDP each process scores its
-own share of the validation images (the detections are not gathered).
+detections as a COCO result list, written by ``mnv3 eval --results FILE``). Under DDP the loss is summed and the
+ground truth and detections gathered over processes, so every process scores the whole split.
 """
 
 from __future__ import annotations
@@ -246,7 +246,14 @@ class DetectionTask(Task):
                                         labels[i, :n])
         finally:
             model.train(was_training)
+        sums = torch.tensor([loss_sum, count], dtype=torch.float64, device=device)
+        if reduce is not None:
+            reduce(sums)
+            coco.gather()
+        loss_sum, count = float(sums[0]), int(sums[1])
         metrics = coco.evaluate()
+        # mAP, AP50 and AP75 are nan, not None, for a split without boxes: the loop compares the primary metric
+        metrics.update({k: float("nan") for k in ("map", "ap50", "ap75") if metrics[k] is None})
         return {"count": count, "loss": loss_sum / count if count else float("nan"),
                 **{k: (None if v is None else 100.0 * v) for k, v in metrics.items()},
                 "boxes": len(coco.annotations), "detections": len(coco.results), "coco_results": coco.results}
