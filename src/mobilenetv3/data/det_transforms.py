@@ -7,7 +7,8 @@ normalised; the target gains ``size`` (the output height and width) and keeps ``
 
 - :class:`DetEvalTransform`: the whole image, resized to ``size`` when one is given (SSD's fixed square input),
   boxes and areas scaled alike, so that detections can be mapped back exactly (:func:`to_original`).
-- :class:`DetTrainTransform`: scale by a random factor, pad with the mean colour to ``crop`` where smaller, a random
+- :class:`DetTrainTransform`: the image resized to ``crop`` times a random factor (SSD's resize to its fixed input,
+  as evaluation does, then a zoom in or out), padded with the mean colour to ``crop`` where smaller, a random
   ``crop`` window (boxes shifted and clipped to it; a box keeping less than ``min_kept`` of its area is dropped),
   a horizontal flip with probability ``hflip``.
 """
@@ -81,7 +82,8 @@ class DetEvalTransform(SegEvalTransform):
 
 @dataclass(frozen=True)
 class DetTrainTransform(DetEvalTransform):
-    """Training: random scale in ``scale``, pad to ``crop`` with the mean colour, random ``crop`` window, flip."""
+    """Training: resize to ``crop`` x a random factor in ``scale``, pad to ``crop`` with the mean colour, random
+    ``crop`` window, flip."""
 
     crop: Any = (320, 320)
     scale: tuple[float, float] = (0.5, 1.5)
@@ -104,10 +106,10 @@ class DetTrainTransform(DetEvalTransform):
         lo, hi = self.scale
         s = lo + (hi - lo) * float(torch.rand((), generator=generator))
         h, w = img.shape[-2:]
-        size = (max(1, round(h * s)), max(1, round(w * s)))
+        ch, cw = self.crop
+        size = (max(1, round(ch * s)), max(1, round(cw * s)))  # the crop's size (SSD's fixed input) times s
         img = resize(img, size).clamp_(0.0, 1.0)
         target = scale_target(target, size[0] / h, size[1] / w)
-        ch, cw = self.crop
         ph, pw = max(0, ch - size[0]), max(0, cw - size[1])
         if ph or pw:  # pad right and bottom with the mean colour (zero once normalised)
             img = F.pad(img - self._mean, (0, pw, 0, ph)) + self._mean

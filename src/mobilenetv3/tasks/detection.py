@@ -27,8 +27,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..data import DataError
-from ..data.det_loader import load_detection_dataset, parse_det_name
+from ..data.det_loader import load_detection_dataset
 from ..data.det_transforms import to_original
 from ..detection import (
     BoxCoder,
@@ -259,13 +258,4 @@ class DetectionTask(Task):
                 "boxes": len(coco.annotations), "detections": len(coco.results), "coco_results": coco.results}
 
 
-def is_det_data(name: str | None) -> bool:
-    """Whether ``name`` names a detection data set (``scenes[:...]`` or ``coco:PATH``)."""
-    try:
-        parse_det_name(name or "")
-    except DataError:
-        return False
-    return True
-
-
-__all__ = ["DetectionTask", "METRICS", "collate_detection", "is_det_data"]
+__all__ = ["DetectionTask", "METRICS", "collate_detection"]
