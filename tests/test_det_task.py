@@ -102,3 +102,20 @@ def test_data_model_and_task_must_agree(tmp_path, fmnist):
     with pytest.raises(ValueError, match="not available for detection"):
         tiny_run(tmp_path / "b", fmnist, qat=True)
     assert get_task("detection") is DetectionTask
+
+
+def test_a_run_on_a_coco_folder_records_its_category_ids(tmp_path, fmnist):
+    from mobilenetv3.data import load_detection_dataset, write_scenes_coco
+
+    root = tmp_path / "coco"
+    for split, n in (("train", 8), ("val", 4)):
+        scenes = load_detection_dataset(f"scenes:size=64x64,{split}={n},items=1-3", split, train=False,
+                                        data_dir=fmnist)
+        write_scenes_coco(scenes, root)
+    out = tmp_path / "run"
+    tiny_run(out, fmnist, data=f"coco:{root}", epochs=1, resolution=64)
+    config = json.loads((out / "config.json").read_text())
+    assert config["train"]["recipe"] == "det-coco" and config["data"]["name"] == f"coco:{root.resolve()}"
+    assert config["data"]["category_ids"] == list(range(11))
+    evaluated = evaluate_run(out, device="cpu")
+    assert evaluated["count"] == 4 and evaluated["boxes"] > 0 and evaluated["map"] is not None
