@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from .seg_transforms import SegEvalTransform
-from .transforms import resize
+from .transforms import normalize, resize
 
 PER_BOX = ("boxes", "labels", "area", "iscrowd")
 
@@ -76,8 +76,11 @@ class DetEvalTransform(SegEvalTransform):
     def finish_pair(self, img: torch.Tensor, target: dict[str, Any]) -> tuple[torch.Tensor, dict[str, Any]]:
         target = dict(target, size=torch.tensor(img.shape[-2:], dtype=torch.int64))
         target.setdefault("orig_size", target["size"].clone())
-        image, _ = self.finish(img, torch.zeros(0))
-        return image, target
+        return normalize(img, self.stat("mean"), self.stat("std")).contiguous(), target
+
+    def stat(self, name: str) -> torch.Tensor:
+        """``mean`` or ``std`` as a ``C x 1 x 1`` tensor."""
+        return torch.tensor(getattr(self, name), dtype=torch.float32).view(-1, 1, 1)
 
 
 @dataclass(frozen=True)
@@ -112,7 +115,8 @@ class DetTrainTransform(DetEvalTransform):
         target = scale_target(target, size[0] / h, size[1] / w)
         ph, pw = max(0, ch - size[0]), max(0, cw - size[1])
         if ph or pw:  # pad right and bottom with the mean colour (zero once normalised)
-            img = F.pad(img - self._mean, (0, pw, 0, ph)) + self._mean
+            mean = self.stat("mean")
+            img = F.pad(img - mean, (0, pw, 0, ph)) + mean
         top = int(torch.randint(img.shape[-2] - ch + 1, (), generator=generator))
         left = int(torch.randint(img.shape[-1] - cw + 1, (), generator=generator))
         img = img[:, top:top + ch, left:left + cw]
