@@ -71,6 +71,7 @@ class DetectionTask(Task):
         self.options = options or LossOptions()
         self.spec: DetSpec | None = None
         self.last_parts: dict[str, torch.Tensor] = {}
+        self.anchor_cache: dict[tuple, torch.Tensor] = {}
 
     @classmethod
     def for_run(cls, data_info: Mapping[str, Any], options: Mapping[str, Any]) -> DetectionTask:
@@ -154,9 +155,13 @@ class DetectionTask(Task):
 
     # -- training
     def anchors(self, size: tuple[int, int], device: torch.device) -> torch.Tensor:
+        """cxcywh anchors (fractions of the input) for inputs of ``size`` (height, width)."""
         if self.spec is None:
             raise RuntimeError("the detection task's loss needs the spec: build the model through the task first")
-        return make_anchors(self.spec.anchors, self.spec.feature_sizes(*size)).to(device)
+        key = (self.spec.anchors, tuple(size), str(device))
+        if key not in self.anchor_cache:  # one input size per run, usually: made once
+            self.anchor_cache = {key: make_anchors(self.spec.anchors, self.spec.feature_sizes(*size)).to(device)}
+        return self.anchor_cache[key]
 
     def targets_for(self, targets: list[dict[str, Any]], anchors: torch.Tensor, size: tuple[int, int]
                     ) -> tuple[torch.Tensor, torch.Tensor]:
