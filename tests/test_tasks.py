@@ -70,10 +70,11 @@ def test_registry_names_classification_and_rejects_unknown_tasks():
     assert get_task("classification") is ClassificationTask
     assert get_task(None) is ClassificationTask  # the default, also for runs recorded before tasks existed
     assert issubclass(ClassificationTask, Task) and ClassificationTask.name == "classification"
-    with pytest.raises(ValueError, match=r"unknown task 'detection' \(choose from classification, segmentation\)"):
-        get_task("detection")
+    with pytest.raises(ValueError,
+                       match=r"unknown task 'tracking' \(choose from classification, segmentation, detection\)"):
+        get_task("tracking")
     with pytest.raises(ValueError, match="unknown task"):
-        resolve(TrainConfig(out="x", model="m", task="detection"))
+        resolve(TrainConfig(out="x", model="m", task="tracking"))
     assert resolve(TrainConfig(out="x", model="m")).task == "classification"
     assert resolve(TrainConfig(out="x", model="m", task=None)).task == "classification"
 
@@ -177,9 +178,9 @@ def test_cli_task_option(capsys):
     from mobilenetv3.cli import main
 
     with pytest.raises(SystemExit):
-        main(["train", "--task", "detection", "--out", "x"])
-    assert "invalid choice: 'detection'" in capsys.readouterr().err
-    assert tuple(TASKS) == ("classification", "segmentation")
+        main(["train", "--task", "tracking", "--out", "x"])
+    assert "invalid choice: 'tracking'" in capsys.readouterr().err
+    assert tuple(TASKS) == ("classification", "segmentation", "detection")
 
 
 def test_named_data_is_loaded_and_evaluated_by_the_task(tmp_path, make_colour_folder):

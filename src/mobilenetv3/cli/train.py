@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ..detection import DET_MODELS
 from ..segmentation import SEG_MODELS
 from ..zoo import REGISTRY
 from .output import CLIError, print_json, table
@@ -31,7 +32,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         print_json(result)
     elif not args.quiet:
         metric = get_task(config.task).primary_metric
-        label = {"top1": "top-1", "miou": "mIoU"}.get(metric, metric)
+        label = {"top1": "top-1", "miou": "mIoU", "map": "mAP"}.get(metric, metric)
         last = result["last_epoch"] or {}
         score = last.get(f"ema_val_{metric}", last.get(f"val_{metric}"))
         best = result[f"best_{metric}"]
@@ -54,11 +55,19 @@ def cmd_eval(args: argparse.Namespace) -> int:
     result = evaluate_run(args.run_dir, data=args.data, data_dir=args.data_dir, split=args.split,
                           weights=args.weights, checkpoint=args.checkpoint, batch_size=args.batch_size,
                           device=args.device, workers=args.workers, limit=args.limit)
+    coco_results = result.pop("coco_results", None)
+    if coco_results is not None and args.results:
+        from ..tasks.det_metrics import write_results
+
+        write_results(coco_results, args.results)
     if args.json:
         print_json(result)
         return 0
     if "miou" in result:
         print_segmentation(result)
+        return 0
+    if "map" in result:
+        print_detection(result, args.results if coco_results is not None else None)
         return 0
     print(f"{result['run_dir']} ({result['checkpoint']} checkpoint, {result['weights']} weights) on "
           f"{result['data']} {result['split']}, {result['count']:,} images: top-1 {result['top1']:.2f}%, "
@@ -90,6 +99,20 @@ def print_segmentation(result: dict) -> None:
                                            strict=True)]))
 
 
+def print_detection(result: dict, results_file: str | None) -> None:
+    """What `mnv3 eval` prints for a detection run: COCO's mAP@[.5:.95], AP50, AP75 and AP by object size."""
+    print(f"{result['run_dir']} ({result['checkpoint']} checkpoint, {result['weights']} weights) on "
+          f"{result['data']} {result['split']}, {result['count']:,} images ({result['boxes']:,} boxes, "
+          f"{result['detections']:,} detections): loss {result['loss']:.4f}")
+    print()
+    names = {"map": "mAP@[.5:.95]", "ap50": "AP50", "ap75": "AP75", "ap_small": "AP small",
+             "ap_medium": "AP medium", "ap_large": "AP large"}
+    print(table(["COCO metric", "value"],
+                [[label, "-" if result[key] is None else f"{result[key]:.2f}"] for key, label in names.items()]))
+    if results_file:
+        print(f"\ndetections (COCO result JSON): {results_file}")
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
     from ..train import predict
 
@@ -119,13 +142,14 @@ def register(sub) -> None:
     g.add_argument("--task", choices=tuple(TASKS), help="what the model learns: its head, loss and metrics "
                                                         "(default classification)")
     g.add_argument("--model", help=f"zoo model: {', '.join(REGISTRY)}; with --task segmentation: "
-                                   f"{', '.join(SEG_MODELS)}")
+                                   f"{', '.join(SEG_MODELS)}; with --task detection: {', '.join(DET_MODELS)}")
     g.add_argument("--spec", metavar="FILE.json", help="a spec file instead of a zoo name (a SegSpec for "
-                                                       "segmentation)")
+                                                       "segmentation, a DetSpec for detection)")
     g.add_argument("--width-mult", type=float, help="width multiplier for a zoo model (default 1.0)")
     g.add_argument("--data", help="'fashion-mnist' or an image folder ROOT/{train,val}/<class>/... (default "
                                   "fashion-mnist); segmentation: 'scenes[:size=HxW,train=N,val=N,test=N,items=A-B,"
-                                  "seed=S]' (default) or 'cityscapes:PATH'")
+                                  "seed=S]' (default) or 'cityscapes:PATH'; detection: 'scenes[:...]' (default) or "
+                                  "'coco:PATH' (PATH/annotations/instances_<split>.json and the images)")
     g.add_argument("--data-dir", help="where to look for the data")
     g.add_argument("--val-split", help="held-out split to validate on (default val; Fashion-MNIST: its test set)")
     g.add_argument("--holdout", type=int, metavar="N",
@@ -206,7 +230,8 @@ def register(sub) -> None:
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("eval", help="evaluate a training run: top-1, top-5, per-class accuracy, confusion matrix; "
-                                    "mIoU, pixel accuracy and per-class IoU for a segmentation run")
+                                    "mIoU, pixel accuracy and per-class IoU for a segmentation run; COCO mAP, "
+                                    "AP50, AP75 and AP by size for a detection run")
     p.add_argument("run_dir", metavar="RUN_DIR")
     p.add_argument("--data", help="dataset (default: the run's)")
     p.add_argument("--data-dir", help="where to look for the data (default: the run's)")
@@ -219,6 +244,8 @@ def register(sub) -> None:
     p.add_argument("--device", default="auto")
     p.add_argument("--workers", type=int, default=0)
     p.add_argument("--limit", type=int, metavar="N", help="evaluate the first N images only")
+    p.add_argument("--results", metavar="FILE.json", help="detection: also write the detections as a COCO result "
+                                                           "file")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_eval)
 

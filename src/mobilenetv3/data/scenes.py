@@ -7,6 +7,13 @@ are those where its resized intensity exceeds ``threshold``; only those are pain
 colour) and labelled, so every pixel labelled ``k`` shows garment ``k`` and every pixel labelled 0 shows the
 background: the labels are exact by construction.
 
+The same scenes serve detection (:meth:`FashionScenes.objects`): each garment's box is the tight box around its
+pixels as they are visible in the finished scene (after later garments cover parts of it), ``x1 y1 x2 y2`` in
+pixels with ``x2``/``y2`` one past the last visible column/row, with its visible pixel count as the COCO ``area``.
+A garment of which less than ``min_visible`` (default :data:`MIN_VISIBLE`, a quarter) of its own pixels remain
+visible is dropped from the boxes (its visible pixels stay labelled in the mask): a sliver of a covered item is
+not a fair target for a box.
+
 Splits: ``train`` and ``val`` scenes draw their items from Fashion-MNIST's training images, split once by a fixed
 permutation (:func:`source_indices`: a sixth, 10,000 of 60,000, for ``val``), ``test`` scenes from its test
 images; no garment image appears in two splits. Scenes are generated on the fly: scene ``i`` of a split comes from
@@ -40,20 +47,23 @@ SOURCE_SEED = 0x5CE2E  # fixed, not the run's seed: every run holds out the same
 # channel): one value for all channels. Garments cover about 14% of a default scene.
 MEAN = (0.405,)
 STD = (0.175,)
-OPTION_KEYS = ("size", "train", "val", "test", "items", "scale", "threshold", "seed")
+OPTION_KEYS = ("size", "train", "val", "test", "items", "scale", "threshold", "seed", "min_visible")
+MIN_VISIBLE = 0.25  # garments with less than this fraction of their pixels visible get no box
 
 
 @dataclass(frozen=True)
 class SceneConfig:
     """How scenes are drawn: canvas ``size`` (height, width); ``items`` (min, max) garments per scene; ``scale``
     (min, max) of a garment's height as a fraction of the canvas height; ``threshold``: the intensity in ``[0, 1]``
-    above which a garment pixel is painted and labelled; ``seed`` of the scene stream."""
+    above which a garment pixel is painted and labelled; ``seed`` of the scene stream; ``min_visible``: the
+    fraction of a garment's pixels that must stay visible for it to get a box (detection)."""
 
     size: tuple[int, int] = DEFAULT_SIZE
     items: tuple[int, int] = (3, 8)
     scale: tuple[float, float] = (0.2, 0.5)
     threshold: float = 0.2
     seed: int = 0
+    min_visible: float = MIN_VISIBLE
 
     def __post_init__(self) -> None:
         size = tuple(int(v) for v in self.size)
@@ -67,10 +77,13 @@ class SceneConfig:
             raise ValueError(f"scale must be (min, max) fractions of the canvas height in (0, 1], got {self.scale}")
         if not 0 <= self.threshold < 1:
             raise ValueError(f"threshold must be in [0, 1), got {self.threshold}")
+        if not 0 <= self.min_visible <= 1:
+            raise ValueError(f"min_visible must be in [0, 1], got {self.min_visible}")
         object.__setattr__(self, "size", size)
         object.__setattr__(self, "items", items)
         object.__setattr__(self, "scale", scale)
         object.__setattr__(self, "threshold", float(self.threshold))
+        object.__setattr__(self, "min_visible", float(self.min_visible))
 
 
 @dataclass(frozen=True)
@@ -136,20 +149,49 @@ def garment(images: torch.Tensor, p: Placement) -> torch.Tensor:
     return item.flip(-1) if p.flipped else item
 
 
-def compose(images: torch.Tensor, labels: torch.Tensor, config: SceneConfig, rng: np.random.Generator
-            ) -> tuple[torch.Tensor, torch.Tensor, list[Placement]]:
-    """One scene: image ``3 x H x W`` float in ``[0, 1]``, labels ``H x W`` uint8, and its placements."""
+def compose_layers(images: torch.Tensor, labels: torch.Tensor, config: SceneConfig, rng: np.random.Generator
+                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[Placement], list[int]]:
+    """One scene with who is where: image ``3 x H x W`` float in ``[0, 1]``, labels ``H x W`` uint8, the owner of
+    each pixel ``H x W`` int64 (the placement's index, -1 for the background), the placements and each
+    placement's own pixel count before anything covers it."""
     image = background(rng, config.size)
     mask = torch.zeros(config.size, dtype=torch.uint8)
+    owner = torch.full(config.size, -1, dtype=torch.int64)
     placements = draw_placements(rng, labels, config)
-    for p in placements:
+    areas = []
+    for i, p in enumerate(placements):
         item = garment(images, p)
         visible = item > config.threshold
+        areas.append(int(visible.sum()))
         window = (slice(p.top, p.top + p.height), slice(p.left, p.left + p.width))
         colour = torch.tensor(p.colour, dtype=torch.float32).view(3, 1, 1)
         image[(slice(None), *window)] = torch.where(visible, colour * item, image[(slice(None), *window)])
         mask[window] = torch.where(visible, torch.tensor(p.label, dtype=torch.uint8), mask[window])
+        owner[window] = torch.where(visible, torch.tensor(i), owner[window])
+    return image, mask, owner, placements, areas
+
+
+def compose(images: torch.Tensor, labels: torch.Tensor, config: SceneConfig, rng: np.random.Generator
+            ) -> tuple[torch.Tensor, torch.Tensor, list[Placement]]:
+    """One scene: image ``3 x H x W`` float in ``[0, 1]``, labels ``H x W`` uint8, and its placements."""
+    image, mask, _, placements, _ = compose_layers(images, labels, config, rng)
     return image, mask, placements
+
+
+def visible_boxes(owner: torch.Tensor, placements: list[Placement], areas: list[int], min_visible: float
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Boxes ``(G, 4)`` float xyxy (pixels, ``x2``/``y2`` exclusive), labels ``(G,)`` int64 (1..10) and visible
+    areas ``(G,)`` of the placements with at least ``min_visible`` of their ``areas`` still visible in ``owner``."""
+    boxes, classes, visible_areas = [], [], []
+    for i, p in enumerate(placements):
+        ys, xs = torch.nonzero(owner == i, as_tuple=True)
+        if len(ys) == 0 or len(ys) < min_visible * areas[i]:
+            continue
+        boxes.append([float(xs.min()), float(ys.min()), float(xs.max()) + 1, float(ys.max()) + 1])
+        classes.append(p.label)
+        visible_areas.append(float(len(ys)))
+    return (torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4), torch.tensor(classes, dtype=torch.int64),
+            torch.tensor(visible_areas, dtype=torch.float32))
 
 
 def parse_scene_options(text: str) -> dict[str, Any]:
@@ -168,7 +210,7 @@ def parse_scene_options(text: str) -> dict[str, Any]:
             elif key in ("items", "scale"):
                 kind = int if key == "items" else float
                 options[key] = tuple(kind(v) for v in value.split("-"))
-            elif key == "threshold":
+            elif key in ("threshold", "min_visible"):
                 options[key] = float(value)
             else:
                 options[key] = int(value)
@@ -214,6 +256,15 @@ class FashionScenes(Dataset):
         if not 0 <= index < self.length:
             raise IndexError(f"scene {index} out of range (the {self.split} split has {self.length})")
         return compose(self.images, self.labels, self.config, self.rng(index))
+
+    def objects(self, index: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Scene ``index`` for detection, before any transform: the image (float ``[0, 1]``) and its boxes
+        ``{"boxes" (G, 4) xyxy pixels, "labels" (G,) 1..10, "area" (G,) visible pixels}`` (module docstring)."""
+        if not 0 <= index < self.length:
+            raise IndexError(f"scene {index} out of range (the {self.split} split has {self.length})")
+        image, _, owner, placements, areas = compose_layers(self.images, self.labels, self.config, self.rng(index))
+        boxes, classes, area = visible_boxes(owner, placements, areas, self.config.min_visible)
+        return image, {"boxes": boxes, "labels": classes, "area": area}
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         image, mask, _ = self.scene(index)

@@ -1,4 +1,4 @@
-"""Training tasks: classification and segmentation; detection plugs in here, one module and one registry line.
+"""Training tasks: classification, segmentation and detection, one module and one registry line each.
 See :class:`~mobilenetv3.tasks.base.Task`."""
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from .base import Task, autocast_context, to_device
 TASKS: dict[str, str] = {
     "classification": "mobilenetv3.tasks.classification:ClassificationTask",
     "segmentation": "mobilenetv3.tasks.segmentation:SegmentationTask",
+    "detection": "mobilenetv3.tasks.detection:DetectionTask",
 }
 DEFAULT_TASK = "classification"
 

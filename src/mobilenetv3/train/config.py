@@ -1,8 +1,9 @@
 """Training configuration: every option of a run, with recipes that fill in what the caller leaves unset.
 
 A field left ``None`` takes its value from the recipe; ``recipe="auto"`` picks ``fashion-mnist`` for the
-Fashion-MNIST data, ``scenes`` and ``cityscapes`` for those segmentation data sets, and ``paper`` for anything
-else. The segmentation task's data defaults to ``scenes``. The resolved configuration (no ``None`` left except the truly
+Fashion-MNIST data, ``scenes`` and ``cityscapes`` for those segmentation data sets, ``det-scenes`` and ``det-coco``
+for the detection task's data, and ``paper`` for anything else. The segmentation and detection tasks' data
+defaults to ``scenes``. The resolved configuration (no ``None`` left except the truly
 optional fields) is what a run records in ``config.json`` and what ``--resume`` reads back.
 
 ``paper`` (section 6.1.1 of the paper, with NOTES.md's readings): RMSProp (TF form) momentum 0.9, decay 0.9,
@@ -14,7 +15,8 @@ warm-up epochs and 350 epochs (the TPU reference's, which the paper does not sta
 
 ``fashion-mnist``: MobileNetV3 on Fashion-MNIST on a 2-core CPU in under 30 minutes; ``fashion-mnist-long``: the
 same for 40 epochs with random erasing, for higher accuracy; see ``RECIPES``. ``scenes`` and ``cityscapes``:
-starting points for segmentation (not yet measured; ``docs/segmentation.md``).
+starting points for segmentation (not yet measured; ``docs/segmentation.md``); ``det-scenes`` and ``det-coco``:
+guesses for detection (not measured; ``docs/detection.md``).
 """
 
 from __future__ import annotations
@@ -74,6 +76,19 @@ RECIPES["cityscapes"] = dict(
 SEG_RECIPES = {"scenes": "scenes", "cityscapes": "cityscapes"}  # data kind -> recipe picked by "auto"
 SEG_TASK = "segmentation"
 SEG_DEFAULT_DATA = "scenes"
+
+# Detection (the detection task): guesses, not measured (docs/detection.md). Scenes: SGD with momentum and a cosine
+# schedule as for segmentation, lr 0.02 at batch 16, the canvas as the input (scale 0.75-1.25 before the
+# canvas-sized crop); COCO: torchvision's SSDLite reference (600 epochs, cosine, weight decay 4e-5, 320 inputs, lr
+# 0.15 at batch 24 x 8 GPUs = 192) at batch 32 with the lr scaled linearly (0.025). Both without label smoothing.
+RECIPES["det-scenes"] = dict(
+    RECIPES["scenes"], epochs=20, batch_size=16, lr=0.02, warmup_epochs=1.0, crop_scale=(0.75, 1.25),
+    eval_batch_size=16)
+RECIPES["det-coco"] = dict(
+    RECIPES["fashion-mnist"], epochs=600, batch_size=32, resolution=320, lr=0.025, warmup_epochs=5.0,
+    weight_decay=4e-5, label_smoothing=0.0, crop_scale=(0.5, 1.5), crop_fraction=1.0, eval_batch_size=16)
+DET_TASK = "detection"
+DET_RECIPES = {"scenes": "det-scenes", "coco": "det-coco"}  # data kind -> recipe picked by "auto"
 
 # Fields a resumed run may change; any other field given on resume must equal the run's recorded value.
 RESUMABLE_CHANGES = ("epochs", "device", "workers", "threads", "quiet", "checkpoint_every_steps", "log_every_steps",
@@ -190,15 +205,27 @@ def seg_data_kind(data: str) -> str | None:
     return kind
 
 
+def det_data_kind(data: str) -> str | None:
+    """The detection data set ``data`` names (``scenes``, ``scenes:...``, ``coco:PATH``), or None."""
+    kind, sep, _ = data.partition(":")
+    kind = kind.strip().lower()
+    if kind not in DET_RECIPES or (not sep and os.path.isdir(data)):
+        return None
+    return kind
+
+
 def default_data(config: TrainConfig) -> str:
-    """The data a run uses when ``data`` is not given: Fashion-MNIST, or the scenes for segmentation."""
-    return SEG_DEFAULT_DATA if config.task == SEG_TASK else FIXED_DEFAULTS["data"]
+    """The data a run uses when ``data`` is not given: Fashion-MNIST, or the scenes for segmentation and
+    detection."""
+    return SEG_DEFAULT_DATA if config.task in (SEG_TASK, DET_TASK) else FIXED_DEFAULTS["data"]
 
 
 def recipe_name(config: TrainConfig) -> str:
     name = config.recipe or "auto"
     if name == "auto":
         data = config.data or default_data(config)
+        if config.task == DET_TASK and det_data_kind(data) is not None:
+            return DET_RECIPES[det_data_kind(data)]
         kind = seg_data_kind(data)
         if kind is not None:
             return SEG_RECIPES[kind]
@@ -268,8 +295,13 @@ def validate(c: TrainConfig) -> None:
     else:
         _check(c.model is None or c.spec is None, "give a model name (--model) or a spec file (--spec), not both")
     _check(c.task in TASKS, f"unknown task {c.task!r} (choose from {', '.join(TASKS)})")
+    det_data = det_data_kind(c.data) is not None
+    _check(c.task != DET_TASK or det_data, f"the detection task needs detection data (--data scenes[:OPTIONS] or "
+           f"coco:PATH), got {c.data!r}")
+    _check(c.task == DET_TASK or det_data_kind(c.data) != "coco",
+           f"--data {c.data} is detection data: give --task detection")
     seg_data = seg_data_kind(c.data) is not None
-    _check(seg_data == (c.task == SEG_TASK),
+    _check(c.task == DET_TASK or seg_data == (c.task == SEG_TASK),
            f"--data {c.data} is segmentation data: give --task segmentation" if seg_data else
            f"the segmentation task needs segmentation data (--data scenes[:OPTIONS] or cityscapes:PATH), "
            f"got {c.data!r}")

@@ -18,7 +18,7 @@ def data_name(data: str) -> str:
     """``data`` as recorded: a folder as an absolute path (also after ``cityscapes:``), so that ``mnv3 eval
     RUN_DIR`` works from any directory."""
     kind, sep, rest = data.partition(":")
-    if sep and kind.lower() == "cityscapes" and rest:
+    if sep and kind.lower() in ("cityscapes", "coco") and rest:
         return f"{kind}:{Path(rest).resolve()}"
     return str(Path(data).resolve()) if Path(data).is_dir() else data
 
@@ -48,6 +48,8 @@ def load_datasets(c: TrainConfig, train_set: Dataset | None = None, val_set: Dat
         "std": list(train_set.std), "classes": classes, "crop_fraction": c.crop_fraction,
         "train_size": len(train_set), "val_size": len(val_set),
     }
+    if hasattr(train_set, "category_ids"):  # detection data from a COCO file: label -> category id
+        info["category_ids"] = list(train_set.category_ids)
     for name, ds in (("train_transform", train_set), ("eval_transform", val_set)):
         transform = getattr(ds, "transform", None)
         if transform is not None and hasattr(transform, "config"):

@@ -1,7 +1,8 @@
 """Evaluation and prediction: of a model on a loader, and of a run directory with nothing else given.
 
 A run is evaluated, and its model built, by its task (``config.json``'s ``train.task``, classification for runs
-recorded before tasks existed); segmentation reports mIoU (:mod:`mobilenetv3.tasks.segmentation`).
+recorded before tasks existed); segmentation reports mIoU (:mod:`mobilenetv3.tasks.segmentation`), detection COCO
+mAP (:mod:`mobilenetv3.tasks.detection`).
 Classification: accuracies are percentages (0-100); ``per_class`` maps each class name to its recall (the
 percentage of its images classified correctly); ``confusion[true][predicted]`` counts images.
 """

@@ -14,8 +14,8 @@ from .init_weights import init_spec
 
 def base_spec(c: TrainConfig, run_dir: Path) -> Any:
     """The architecture, before any data is read (a bad model name fails first), read by the run's task (a zoo
-    name or an ArchSpec file for classification, a SegSpec for segmentation). A resumed run uses the spec
-    recorded in its directory (the original spec file may have changed or gone)."""
+    name or an ArchSpec file for classification, a SegSpec for segmentation, a DetSpec for detection). A resumed
+    run uses the spec recorded in its directory (the original spec file may have changed or gone)."""
     task = get_task(c.task)
     if c.resume:
         return task.load_spec(run_dir / "spec.json")
