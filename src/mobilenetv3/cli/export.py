@@ -72,6 +72,8 @@ def export_int8_file(args: argparse.Namespace, model, trained: bool) -> int:
         print(f"quantisation-aware training: argmax agrees with the fake-quantised model on "
               f"{100 * checks['qat']['argmax_agreement']:.1f}% (max |int8 - fake-quantised| "
               f"{checks['qat']['max_abs_diff']:.3g})")
+    if checks.get("note"):
+        print(f"note: {checks['note']}")
     return 0
 
 

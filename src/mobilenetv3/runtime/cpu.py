@@ -55,6 +55,27 @@ def cpu_id(cpuinfo: str | os.PathLike = "/proc/cpuinfo") -> str:
             f"{fields.get('stepping', '?')} {isas}")
 
 
+def cpu_flags(cpuinfo: str | os.PathLike = "/proc/cpuinfo") -> set[str]:
+    """The first processor's instruction-set flags from ``cpuinfo`` (empty where it cannot be read)."""
+    try:
+        for line in Path(cpuinfo).read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "flags":
+                return set(value.split())
+    except OSError:
+        pass
+    return set()
+
+
+def u8s8_saturates(flags: set[str] | None = None) -> bool:
+    """Whether ONNX Runtime's uint8 x int8 kernels can saturate on this CPU: an x86 CPU with AVX2 but no VNNI
+    (``avx512_vnni``, ``avx_vnni``) or AMX multiplies pairs with ``vpmaddubsw``, whose 16-bit sums saturate
+    (ONNX Runtime's quantisation guide; ``reduce_range`` or uint8 weights avoid it). A file quantised for VNNI or
+    ARM CPUs is then right, but its outputs measured here can be off."""
+    flags = cpu_flags() if flags is None else flags
+    return "avx2" in flags and not flags & {"avx512_vnni", "avx_vnni", "amx_int8"}
+
+
 def this_cpu() -> dict[str, str]:
     """The header fields that say which CPU a measurement comes from: ``cpu`` (model name) and ``cpu_id``."""
     return {"cpu": cpu_model(), "cpu_id": cpu_id()}

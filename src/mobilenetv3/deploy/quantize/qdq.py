@@ -18,6 +18,7 @@ from torch import nn
 
 from ...extras import require
 from ...inputs import input_shape_for
+from ...runtime.cpu import u8s8_saturates
 from ..evaluate import compare_onnx_with_model
 from ..onnx_export import INPUT_LAYOUTS, INPUT_NAME, export_onnx, record_input_layout, verify_onnx
 from ..output import writable_output
@@ -31,6 +32,10 @@ from .passes import (
     unquantize_conv_activations,
 )
 from .surgery import int8_ready
+
+SATURATION_NOTE = ("this CPU has AVX2 but no VNNI: ONNX Runtime's uint8 x int8 kernels can saturate here, so the "
+                   "checks may show more error than the file has on VNNI or ARM CPUs (reduce_range avoids it, at "
+                   "some accuracy cost)")
 
 
 @dataclass
@@ -143,6 +148,8 @@ def quantize_onnx(model: nn.Module, path: str | os.PathLike, calibration: Sequen
                                 input_layout=input_layout)
         if verify:
             report.checks = compare_onnx_with_model(path, model, calibration[: min(len(calibration), 32)])
+            if options.activation_type == "uint8" and not options.reduce_range and u8s8_saturates():
+                report.checks["note"] = SATURATION_NOTE
         return report
     finally:
         model.train(was_training)
