@@ -115,7 +115,14 @@ def print_detection(result: dict, results_file: str | None) -> None:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     from ..train import predict
+    from ..train.predict_dense import run_task
 
+    task = run_task(args.run_dir)
+    if task in ("segmentation", "detection"):
+        return predict_dense(args, task)
+    for option in ("out", "overlay"):
+        if getattr(args, option):
+            raise CLIError(f"--{option} applies to segmentation and detection runs; {args.run_dir} is a {task} run")
     results = predict(args.run_dir, args.images, weights=args.weights, checkpoint=args.checkpoint,
                       top_k=args.top_k, device=args.device)
     if args.json:
@@ -125,6 +132,60 @@ def cmd_predict(args: argparse.Namespace) -> int:
         print(r["image"])
         for t in r["top"]:
             print(f"  {100 * t['probability']:6.2f}%  {t['label']}")
+    return 0
+
+
+def predict_dense(args: argparse.Namespace, task: str) -> int:
+    """`mnv3 predict` for a segmentation run (a colour mask, an overlay, pixel shares per class) or a detection
+    run (the boxes drawn, or listed)."""
+    from ..train.predict_dense import (
+        blend,
+        colour_mask,
+        draw_detections,
+        predict_detection,
+        predict_segmentation,
+        read_rgb,
+    )
+
+    if args.overlay and task != "segmentation":
+        raise CLIError("--overlay applies to segmentation runs; --out draws a detection run's boxes")
+    if (args.out or args.overlay) and len(args.images) != 1:
+        raise CLIError(f"--out and --overlay take one image; {len(args.images)} given")
+    common = dict(weights=args.weights, checkpoint=args.checkpoint, device=args.device)
+    results = []
+    for image in args.images:
+        if task == "segmentation":
+            r = predict_segmentation(args.run_dir, image, **common)
+            if args.out:
+                colour_mask(r["mask"]).save(args.out)
+            if args.overlay:
+                blend(read_rgb(image), r["mask"]).save(args.overlay)
+            results.append({k: v for k, v in r.items() if k not in ("mask", "classes")})
+        else:
+            r = predict_detection(args.run_dir, image, score_threshold=args.score_threshold, **common)
+            if args.out:
+                from ..train.evaluate import read_run_config
+
+                classes = list(read_run_config(args.run_dir)["data"]["classes"])
+                draw_detections(read_rgb(image), r["detections"], classes).save(args.out)
+            results.append(r)
+    if args.json:
+        print_json(results if len(results) > 1 else results[0])
+        return 0
+    for r in results:
+        print(f"{r['image']} ({r['size'][1]}x{r['size'][0]})")
+        if task == "segmentation":
+            print(table(["class", "pixels"], [[name, f"{100 * share:.2f}%"] for name, share in r["shares"].items()
+                                              if share > 0]))
+        elif r["detections"]:
+            print(table(["label", "score", "box (x1, y1, x2, y2)"],
+                        [[det["label"], f"{det['score']:.3f}", ", ".join(f"{v:.1f}" for v in det["box"])]
+                         for det in r["detections"]]))
+        else:
+            print(f"  no detections scoring {args.score_threshold} or more")
+    for path in (args.out, args.overlay):
+        if path:
+            print(f"wrote {path}")
     return 0
 
 
@@ -249,12 +310,23 @@ def register(sub) -> None:
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_eval)
 
-    p = sub.add_parser("predict", help="top-5 classes of image files with a trained run")
+    p = sub.add_parser("predict", help="predictions of a trained run on image files: top-5 classes, a "
+                                       "segmentation mask or detected boxes",
+                       description="Classification runs: the top-k classes of each image. Segmentation runs: "
+                                   "the share of pixels per class; --out a colour mask, --overlay the image "
+                                   "blended with it. Detection runs: the boxes scoring --score-threshold or more; "
+                                   "--out the image with them drawn. Images are preprocessed as the run's "
+                                   "evaluation data.")
     p.add_argument("run_dir", metavar="RUN_DIR")
     p.add_argument("images", nargs="+", metavar="IMAGE")
     p.add_argument("--weights", choices=("ema", "model"), default="ema", help="EMA (default) or raw weights")
     p.add_argument("--checkpoint", default="last", help="last (default), best, or a checkpoint file")
-    p.add_argument("--top-k", type=int, default=5)
+    p.add_argument("--top-k", type=int, default=5, help="classification: how many classes (default 5)")
+    p.add_argument("--out", metavar="FILE.png", help="segmentation: the colour mask (class 0 black) at the "
+                                                     "image's size; detection: the image with the boxes drawn")
+    p.add_argument("--overlay", metavar="FILE.png", help="segmentation: the image blended with its mask")
+    p.add_argument("--score-threshold", type=float, default=0.3,
+                   help="detection: the lowest score kept (default 0.3)")
     p.add_argument("--device", default="auto")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_predict)

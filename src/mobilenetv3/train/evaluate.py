@@ -145,7 +145,8 @@ def predict(run_dir: str | os.PathLike, images: Sequence[str | os.PathLike], *, 
         raise ValueError("no images given")
     task = read_run_config(run_dir)["train"].get("task") or "classification"
     if task != "classification":
-        raise ValueError(f"{run_dir} is a {task} run; prediction is implemented for classification runs only")
+        raise ValueError(f"{run_dir} is a {task} run; this is classification's prediction (segmentation and "
+                         f"detection: mobilenetv3.train.predict_dense, or `mnv3 predict`)")
     dev = resolve_device(device)
     model, config = load_run(run_dir, checkpoint, weights, dev)
     d = config["data"]
