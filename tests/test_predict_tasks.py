@@ -141,3 +141,14 @@ def test_a_grey_image_is_read_with_the_runs_channels(seg_run, tmp_path):
     grey = tmp_path / "grey.png"
     Image.fromarray(np.full((20, 24), 128, np.uint8), "L").save(grey)
     assert predict_segmentation(seg_run, grey, device="cpu")["mask"].shape == (20, 24)
+
+
+def test_a_run_recording_coco_ids_gives_category_ids(det_run, picture, tmp_path):
+    coco = tmp_path / "coco_run"
+    shutil.copytree(det_run, coco)
+    config = json.loads((coco / "config.json").read_text())
+    ids = [0, *range(101, 101 + len(config["data"]["classes"]) - 1)]
+    config["data"]["category_ids"] = ids
+    (coco / "config.json").write_text(json.dumps(config))
+    found = predict_detection(coco, picture, device="cpu", score_threshold=0)["detections"]
+    assert found and all(ids[config["data"]["classes"].index(d["label"])] == d["category_id"] for d in found)
