@@ -11,7 +11,7 @@ import json
 import math
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 # hswish_naive: h-swish as separate ops (the unfused implementation of Table 5), for latency comparisons
 ACTIVATIONS = ("relu", "relu6", "hswish", "hswish_naive", "swish", "identity")
@@ -304,3 +304,70 @@ def spatial_out(size: int, kernel: int, stride: int, dilation: int = 1) -> int:
     """Output size of a convolution with 'same'-style padding (odd kernels: both padding modes agree)."""
     del kernel, dilation  # with symmetric padding of d*(k-1)/2 and odd k the result is ceil(size / stride)
     return math.ceil(size / stride)
+
+
+class BackboneSpecIO:
+    """The JSON form of a task's spec built on an :class:`ArchSpec` ``backbone`` (segmentation's SegSpec,
+    detection's DetSpec), for frozen dataclasses that set ``KIND`` (the word messages use), ``FORMAT_VERSION``
+    and ``ERROR`` (their :class:`SpecError`); ``NESTED`` fields are written with their ``to_dict()``. A file
+    names its format version; unknown fields, a missing ``name`` or ``backbone``, another version and invalid
+    JSON are ``ERROR``s that say so."""
+
+    KIND: ClassVar[str]
+    FORMAT_VERSION: ClassVar[int]
+    ERROR: ClassVar[type[SpecError]]
+    NESTED: ClassVar[tuple[str, ...]] = ("backbone",)
+
+    def to_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"format": self.FORMAT_VERSION}
+        for f in fields(self):  # type: ignore[arg-type]
+            value = getattr(self, f.name)
+            if f.name in self.NESTED:
+                value = value.to_dict()
+            elif isinstance(value, tuple):
+                value = list(value)
+            data[f.name] = value
+        return data
+
+    def to_json(self, indent: int | None = 2) -> str:
+        return json.dumps(self.to_dict(), indent=indent)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Any:
+        kind, error = cls.KIND, cls.ERROR
+        if not isinstance(data, dict):
+            raise error(f"a {kind} spec must be a JSON object, got {type(data).__name__}")
+        data = dict(data)
+        version = data.pop("format", cls.FORMAT_VERSION)
+        if version != cls.FORMAT_VERSION:
+            raise error(f"{kind} spec format {version!r} is not supported (this version reads {cls.FORMAT_VERSION})")
+        known = {f.name for f in fields(cls)}  # type: ignore[arg-type]
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise error(f"unknown {kind} spec field(s): {', '.join(unknown)} (known: {', '.join(sorted(known))})")
+        for required in ("name", "backbone"):
+            if required not in data:
+                raise error(f"{kind} spec is missing the required field {required!r}")
+        try:
+            data["backbone"] = ArchSpec.from_dict(data["backbone"])
+        except SpecError as e:
+            raise error(f"backbone: {e}") from None
+        return cls(**data)
+
+    @classmethod
+    def from_json(cls, text: str) -> Any:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise cls.ERROR(f"{cls.KIND} spec is not valid JSON: {e}") from None
+        return cls.from_dict(data)
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(self.to_json() + "\n")
+
+    @classmethod
+    def load(cls, path: str | Path) -> Any:
+        p = Path(path)
+        if not p.is_file():
+            raise FileNotFoundError(f"{cls.KIND} spec file not found: {p}")
+        return cls.from_json(p.read_text())

@@ -16,12 +16,10 @@ background slot; focal loss). Post-processing defaults are the TF SSDLite config
 from __future__ import annotations
 
 import dataclasses
-import json
-from dataclasses import dataclass, fields
-from pathlib import Path
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
-from ..spec import ACTIVATIONS, ArchSpec, SpecError
+from ..spec import ACTIVATIONS, ArchSpec, BackboneSpecIO, SpecError
 from .anchors import AnchorSpec
 from .backbone import DetTaps, find_taps, reduce_tail
 from .boxes import BOX_WEIGHTS
@@ -36,8 +34,13 @@ class DetSpecError(SpecError):
 
 
 @dataclass(frozen=True)
-class DetSpec:
+class DetSpec(BackboneSpecIO):
     """A backbone, SSDLite's extra layers and heads, anchors and post-processing (module docstring)."""
+
+    KIND: ClassVar[str] = "detection"
+    FORMAT_VERSION: ClassVar[int] = DET_SPEC_FORMAT_VERSION
+    ERROR: ClassVar[type[SpecError]] = DetSpecError
+    NESTED: ClassVar[tuple[str, ...]] = ("backbone", "anchors")
 
     name: str
     backbone: ArchSpec
@@ -110,62 +113,6 @@ class DetSpec:
 
     def replace(self, **changes: Any) -> DetSpec:
         return dataclasses.replace(self, **changes)
-
-    # -- serialisation ---------------------------------------------------------------------------------
-    def to_dict(self) -> dict[str, Any]:
-        data: dict[str, Any] = {"format": DET_SPEC_FORMAT_VERSION}
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if f.name in ("backbone", "anchors"):
-                value = value.to_dict()
-            elif isinstance(value, tuple):
-                value = list(value)
-            data[f.name] = value
-        return data
-
-    def to_json(self, indent: int | None = 2) -> str:
-        return json.dumps(self.to_dict(), indent=indent)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> DetSpec:
-        if not isinstance(data, dict):
-            raise DetSpecError(f"a detection spec must be a JSON object, got {type(data).__name__}")
-        data = dict(data)
-        version = data.pop("format", DET_SPEC_FORMAT_VERSION)
-        if version != DET_SPEC_FORMAT_VERSION:
-            raise DetSpecError(f"detection spec format {version!r} is not supported (this version reads "
-                               f"{DET_SPEC_FORMAT_VERSION})")
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise DetSpecError(f"unknown detection spec field(s): {', '.join(unknown)} "
-                               f"(known: {', '.join(sorted(known))})")
-        for required in ("name", "backbone"):
-            if required not in data:
-                raise DetSpecError(f"detection spec is missing the required field {required!r}")
-        try:
-            data["backbone"] = ArchSpec.from_dict(data["backbone"])
-        except SpecError as e:
-            raise DetSpecError(f"backbone: {e}") from None
-        return cls(**data)
-
-    @classmethod
-    def from_json(cls, text: str) -> DetSpec:
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise DetSpecError(f"detection spec is not valid JSON: {e}") from None
-        return cls.from_dict(data)
-
-    def save(self, path: str | Path) -> None:
-        Path(path).write_text(self.to_json() + "\n")
-
-    @classmethod
-    def load(cls, path: str | Path) -> DetSpec:
-        p = Path(path)
-        if not p.is_file():
-            raise FileNotFoundError(f"detection spec file not found: {p}")
-        return cls.from_json(p.read_text())
 
 
 def _positive_int(value: Any) -> bool:

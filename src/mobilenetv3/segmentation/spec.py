@@ -16,12 +16,10 @@ anywhere); ``"kernel"`` is Figure 10's large average pooling with ``pool_kernel`
 from __future__ import annotations
 
 import dataclasses
-import json
-from dataclasses import dataclass, fields
-from pathlib import Path
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
-from ..spec import ArchSpec, SpecError, output_stride, with_output_stride
+from ..spec import ArchSpec, BackboneSpecIO, SpecError, output_stride, with_output_stride
 from .backbone import LOW_TAPS, RF2_FORMS, LowTap, find_low_tap, reduce_last_block
 
 HEADS = ("lraspp", "raspp")
@@ -37,7 +35,7 @@ class SegSpecError(SpecError):
 
 
 @dataclass(frozen=True)
-class SegSpec:
+class SegSpec(BackboneSpecIO):
     """A backbone, a head and their options (module docstring).
 
     ``rf2`` is a form name (``"none"``, ``"deeplab"``, ``"ssdlite"``; see :mod:`.backbone`); ``True`` is read as
@@ -45,6 +43,10 @@ class SegSpec:
     head: LR-ASPP takes DeepLab's ``"stride8_depthwise"`` skip and the sigmoid gate of Figure 10 (DeepLab's
     released Cityscapes models use ``"hard_sigmoid"``); R-ASPP has neither (``"none"``).
     """
+
+    KIND: ClassVar[str] = "segmentation"
+    FORMAT_VERSION: ClassVar[int] = SEG_SPEC_FORMAT_VERSION
+    ERROR: ClassVar[type[SpecError]] = SegSpecError
 
     name: str
     backbone: ArchSpec
@@ -111,62 +113,6 @@ class SegSpec:
 
     def replace(self, **changes: Any) -> SegSpec:
         return dataclasses.replace(self, **changes)
-
-    # -- serialisation ---------------------------------------------------------------------------------
-    def to_dict(self) -> dict[str, Any]:
-        data: dict[str, Any] = {"format": SEG_SPEC_FORMAT_VERSION}
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if f.name == "backbone":
-                value = value.to_dict()
-            elif isinstance(value, tuple):
-                value = list(value)
-            data[f.name] = value
-        return data
-
-    def to_json(self, indent: int | None = 2) -> str:
-        return json.dumps(self.to_dict(), indent=indent)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> SegSpec:
-        if not isinstance(data, dict):
-            raise SegSpecError(f"a segmentation spec must be a JSON object, got {type(data).__name__}")
-        data = dict(data)
-        version = data.pop("format", SEG_SPEC_FORMAT_VERSION)
-        if version != SEG_SPEC_FORMAT_VERSION:
-            raise SegSpecError(f"segmentation spec format {version!r} is not supported (this version reads "
-                               f"{SEG_SPEC_FORMAT_VERSION})")
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise SegSpecError(f"unknown segmentation spec field(s): {', '.join(unknown)} "
-                               f"(known: {', '.join(sorted(known))})")
-        for required in ("name", "backbone"):
-            if required not in data:
-                raise SegSpecError(f"segmentation spec is missing the required field {required!r}")
-        try:
-            data["backbone"] = ArchSpec.from_dict(data["backbone"])
-        except SpecError as e:
-            raise SegSpecError(f"backbone: {e}") from None
-        return cls(**data)
-
-    @classmethod
-    def from_json(cls, text: str) -> SegSpec:
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise SegSpecError(f"segmentation spec is not valid JSON: {e}") from None
-        return cls.from_dict(data)
-
-    def save(self, path: str | Path) -> None:
-        Path(path).write_text(self.to_json() + "\n")
-
-    @classmethod
-    def load(cls, path: str | Path) -> SegSpec:
-        p = Path(path)
-        if not p.is_file():
-            raise FileNotFoundError(f"segmentation spec file not found: {p}")
-        return cls.from_json(p.read_text())
 
 
 def _positive_int(value: Any) -> bool:
