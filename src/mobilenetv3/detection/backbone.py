@@ -12,18 +12,16 @@ The "Y" rows of Table 6 "reduce the channel counts of all feature layers between
 ``V3_LARGE_DETECTION`` / ``V3_SMALL_DETECTION`` (``_reduce_consecutive_layers``) and torchvision's
 ``reduced_tail``: from the C4 block on, every block output and the last 1x1 conv are halved, and each expansion
 keeps its ratio to the block's (new) input, so the C4 block keeps its full expansion (Large block 13: exp 672, out
-80; blocks 14, 15: exp 480, out 80; last conv 480). This is the ``"ssdlite"`` RF2 form of the segmentation room;
-the tests keep the two equal.
+80; blocks 14, 15: exp 480, out 80; last conv 480). This is the ``"ssdlite"`` RF2 form of the segmentation room,
+and :func:`reduce_tail` calls it.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 
-from ..spec import ArchSpec, SpecError, make_divisible
-
-CHANNEL_DIVISOR = 8  # halved widths are rounded as the zoo rounds every width
+from ..segmentation.backbone import reduce_last_block
+from ..spec import ArchSpec, SpecError
 
 
 @dataclass(frozen=True)
@@ -65,16 +63,8 @@ def find_taps(spec: ArchSpec) -> DetTaps:
 
 
 def reduce_tail(spec: ArchSpec) -> ArchSpec:
-    """``spec`` with the channels between C4 and C5 halved: the paper's "Y" form (module docstring)."""
-    start = c4_block_index(spec)
-    inputs = spec.block_inputs()
-    blocks = list(spec.blocks)
-    new_in = inputs[start]
-    for i in range(start, len(blocks)):
-        b = blocks[i]
-        out = make_divisible(b.out / 2, CHANNEL_DIVISOR)
-        exp = make_divisible(new_in * b.exp / inputs[i], CHANNEL_DIVISOR)
-        blocks[i] = dataclasses.replace(b, exp=exp, out=out)
-        new_in = out
-    last = make_divisible(spec.last_channels / 2, CHANNEL_DIVISOR) if spec.last_channels else 0
-    return spec.replace(blocks=tuple(blocks), last_channels=last, name=f"{spec.name}_y")
+    """``spec`` with the channels between C4 and C5 halved: the paper's "Y" form (module docstring), which is
+    segmentation's RF2 in SSDLite's form (:func:`~mobilenetv3.segmentation.backbone.reduce_last_block`): both
+    start at the last stride-2 block."""
+    c4_block_index(spec)  # the checks SSDLite needs (a tappable C4, no dilation)
+    return reduce_last_block(spec, "ssdlite").replace(name=f"{spec.name}_y")
