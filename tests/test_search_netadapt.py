@@ -104,6 +104,12 @@ def test_reaches_the_target_with_valid_specs_and_writes_the_report(reference):
         spec = ArchSpec.from_dict(r["spec"])
         for g in residual_groups(spec):
             assert len({spec.stem_channels if m == STEM else spec.blocks[m].out for m in g.members}) == 1
+    for r in run.journal.records:  # every proposal's cut was measured end to end: at least delta x the seed's
+        if r["type"] == "proposals":
+            need = {b["batch"]: b["need_ms"] for b in r["batches"]}
+            assert need and all(v == pytest.approx(0.04 * seed_ms) for v in need.values())
+            for p in r["proposals"]:
+                assert p["base_ms"] - p["measured_ms"] >= 0.04 * seed_ms - 1e-12
     model = load_model(summary["weights"], summary["sha256"])
     assert model(torch.zeros(1, 3, 16, 16)).shape == (1, 3)
     paths = write_report(out, run.journal.header, run.journal.records)
@@ -173,6 +179,10 @@ def test_selection_metrics():
     assert score("ratio", 89.0, 8.0, 90.0, 10.0) == pytest.approx(-0.5)
     assert choose("ratio", proposals, 90.0, 10.0) == 1
     assert choose("drop", proposals, 90.0, 10.0) == 2
+    # measured proposals are scored on their measured cut beside the current network, not on the prediction
+    measured = [{"accuracy": 89.0, "predicted_ms": 8.0, "measured_ms": 9.5, "base_ms": 10.0},
+                {"accuracy": 89.0, "predicted_ms": 9.0, "measured_ms": 8.5, "base_ms": 10.5}]
+    assert choose("ratio", measured, 90.0, 10.0) == 1
 
 
 def test_cli_runs_a_step_on_measured_latency(seed_run, tmp_path, capsys):

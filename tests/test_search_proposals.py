@@ -15,7 +15,13 @@ from mobilenetv3.search.channels import (
     with_expansion,
     with_group_width,
 )
-from mobilenetv3.search.proposals import make_proposals, site_edit, sites, widths_below
+from mobilenetv3.search.proposals import (
+    confirm_by_measurement,
+    make_proposals,
+    site_edit,
+    sites,
+    widths_below,
+)
 from mobilenetv3.spec import SpecError
 from mobilenetv3.zoo import get_spec
 
@@ -108,3 +114,67 @@ def test_no_proposal_when_delta_is_out_of_reach():
         make_proposals(spec, madds_ms, delta_ms=0)
     with pytest.raises(ValueError, match="no width"):
         site_edit(spec, "expand:block99", 8)
+
+
+def width_at(spec, name):
+    return next(s.width for s in sites(spec) if s.name == name)
+
+
+def test_measurement_confirms_walks_on_and_drops():
+    """The table says every proposal cuts delta; the 'machine' disagrees: expansions of block 3 cost half of what
+    the table says (so that proposal must walk further down), the last stage's expansion costs nothing (dropped
+    after the batches), the rest as predicted (kept at once)."""
+    seed = get_spec("mobilenet_v3_small")
+    spec = seed
+    base = madds_ms(spec)
+
+    def undone(s, name):  # s with site ``name`` back at the seed's width
+        return site_edit(s, name, width_at(spec, name))
+
+    def real_ms(s):
+        ms = madds_ms(s)
+        if width_at(s, "expand:block3") != width_at(spec, "expand:block3"):
+            ms += (madds_ms(undone(s, "expand:block3")) - ms) * 0.5
+        if width_at(s, "expand:last") != width_at(spec, "expand:last"):
+            ms = madds_ms(undone(s, "expand:last"))
+        return ms
+
+    batches_seen = []
+
+    def measure(specs):
+        batches_seen.append(len(specs))
+        return [real_ms(s) for s in specs]
+
+    delta = 0.02
+    proposals = make_proposals(spec, madds_ms, delta * base)
+    names = [p.site for p in proposals]
+    assert "expand:block3" in names and "expand:last" in names
+    kept, batches = confirm_by_measurement(spec, proposals, seed, measure, madds_ms, delta, rounds=3)
+    kept_names = [p.site for p in kept]
+    assert "expand:last" not in kept_names  # never measured a cut: dropped
+    assert kept_names == [n for n in names if n != "expand:last"]  # site order kept
+    first = {p.site: p for p in proposals}
+    for p in kept:
+        assert p.base_ms - p.measured_ms >= delta * real_ms(seed) - 1e-12  # every kept cut is measured >= delta
+        assert p.spec == site_edit(spec, p.site, p.width)
+        if p.site == "expand:block3":  # walked below the table's choice
+            assert p.width < first[p.site].width
+        else:
+            assert p.width == first[p.site].width
+    # the first batch times seed + current + all proposals; later ones only those walking on
+    assert batches_seen[0] == len(proposals) + 2 and len(batches) == len(batches_seen) <= 3
+    assert all(n < batches_seen[0] for n in batches_seen[1:])
+    assert batches[0]["need_ms"] == pytest.approx(delta * real_ms(seed))
+    # the measured figures survive the journal's dict round trip
+    again = [type(p).from_dict(p.to_dict(), spec) for p in kept]
+    assert again == kept
+
+
+def test_measurement_with_one_batch_keeps_only_confirmed():
+    spec = get_spec("mobilenet_v3_small")
+    proposals = make_proposals(spec, madds_ms, 0.02 * madds_ms(spec))
+    kept, batches = confirm_by_measurement(spec, proposals, spec, lambda specs: [1.0 for _ in specs], madds_ms,
+                                           0.02, rounds=1)
+    assert kept == [] and len(batches) == 1  # a machine where nothing gets faster confirms nothing
+    with pytest.raises(ValueError, match="rounds"):
+        confirm_by_measurement(spec, proposals, spec, lambda specs: [], madds_ms, 0.02, rounds=0)

@@ -24,7 +24,8 @@ def cmd_netadapt(args: argparse.Namespace) -> int:
     options = NetAdaptOptions(target_ratio=args.target_ratio, target_ms=args.target_ms, delta_ratio=args.delta,
                               steps_per_proposal=args.steps_per_proposal, metric=args.metric,
                               max_steps=args.max_steps, seed=args.seed, finetune_lr=args.finetune_lr,
-                              eval_limit=args.eval_limit)
+                              eval_limit=args.eval_limit, proposal_latency=args.proposal_latency,
+                              confirm_batches=args.confirm_batches)
     seed_spec = load_run(args.init)[0].spec
     lut = GrowingTable(args.table, seed_spec, runtime=args.runtime, threads=args.threads, force=args.force,
                        settings=TimingSettings(min_seconds=args.entry_seconds))
@@ -51,7 +52,7 @@ def cmd_netadapt(args: argparse.Namespace) -> int:
             [f"adapted ({summary['steps']} steps)", f"{summary['predicted_ms']:.4f}", f"{summary['measured_ms']:.4f}",
              f"{summary['measured_ratio']:.3f}", f"{summary['accuracy']:.2f}%"]]
     print(table(["network", "predicted ms", "measured ms", "measured / seed", "holdout top-1"], rows))
-    reason = {"target": "target reached", "no_proposal": "target NOT reached: no width could cut delta more",
+    reason = {"target": "target reached", "no_proposal": "target NOT reached: no proposal could cut delta more",
               "max_steps": "stopped at --max-steps"}[summary["reason"]]
     print(f"{reason}; report {paths['report']}")
     if retrained is not None:
@@ -144,6 +145,7 @@ def add_evaluator_arguments(parser, workers_help: str, table_runtimes) -> None:
 
 
 def register(sub) -> None:
+    from ..search.netadapt import PROPOSAL_LATENCY
     from ..search.retrain import RETRAIN_MODES
     from ..search.table_builder import TABLE_RUNTIMES
 
@@ -154,7 +156,8 @@ def register(sub) -> None:
     n = actions.add_parser(
         "netadapt", help="shrink a trained seed to a latency target, step by step (paper section 4.2)",
         description="NetAdapt: each step proposes, for every expansion and every residual group, the largest "
-                    "smaller width that cuts the predicted latency by delta; fine-tunes each proposal for T steps "
+                    "smaller width that cuts the latency by delta (the table proposes, an end-to-end "
+                    "measurement beside the current network confirms); fine-tunes each proposal for T steps "
                     "on the training split; keeps the best by holdout accuracy change per latency change; stops "
                     "when the measured latency meets the target; then retrains the result with the seed's recipe. "
                     "Every step is journalled: --resume continues after a kill.")
@@ -168,9 +171,16 @@ def register(sub) -> None:
                         help="target latency as a fraction of the seed's measured latency (default 0.8)")
     target.add_argument("--target-ms", type=float, default=None, help="target latency in ms (measured)")
     n.add_argument("--out", required=True, metavar="DIR", help="journal, step weights, report, final spec")
-    n.add_argument("--delta", type=float, default=0.01,
-                   help="least latency cut of a proposal, as a fraction of the seed's predicted latency "
-                        "(default 0.01, the paper's)")
+    n.add_argument("--delta", type=float, default=0.025,
+                   help="least latency cut of a proposal, as a fraction of the seed's latency (default 0.025: "
+                        "the paper's 0.01 is below what a shared 2-core VM can measure, 1-3%%)")
+    n.add_argument("--proposal-latency", choices=PROPOSAL_LATENCY, default="measured",
+                   help="measured (default): each proposal's cut timed end to end beside the current network, the "
+                        "table only choosing the widths to try; table: the table's prediction alone (fast, but "
+                        "isolated block timings can misrank proposals on a noisy machine)")
+    n.add_argument("--confirm-batches", type=int, default=3, metavar="K",
+                   help="with measured proposals: timing batches a step; a proposal still short of delta after K "
+                        "walks down is dropped for that step (default 3)")
     n.add_argument("--steps-per-proposal", type=int, default=30, metavar="T",
                    help="fine-tune steps of each proposal (default 30; the paper's T is 10,000 on ImageNet)")
     n.add_argument("--metric", choices=("ratio", "drop"), default="ratio",
@@ -273,7 +283,7 @@ def register_pipeline(actions, table_runtimes) -> None:
     n.add_argument("--strategy", choices=STRATEGIES, default="controller", help="NAS: controller or random")
     n.add_argument("--steps-per-proposal", type=int, default=30, metavar="T",
                    help="NetAdapt's fine-tune steps per proposal (default 30)")
-    n.add_argument("--delta", type=float, default=0.01, help="NetAdapt's delta (default 0.01)")
+    n.add_argument("--delta", type=float, default=0.025, help="NetAdapt's delta (default 0.025)")
     n.add_argument("--retrain", choices=("scratch", "finetune"), default="scratch",
                    help="the final training: from scratch (default, the paper's) or from NetAdapt's weights")
     n.add_argument("--epochs", type=int, default=None, help="epochs of both trainings (default: the data run's)")

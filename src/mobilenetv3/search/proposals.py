@@ -9,6 +9,10 @@ latency model predicts a cut of at least ``delta_ms``: the first such width is t
 NetAdapt's choice: the smallest change that meets the budget). A site that cannot reach the cut, or would have to
 go below ``min_width``, proposes nothing. Widths that would add or remove a shortcut or an expansion are stepped
 over (:class:`~mobilenetv3.spec.SpecError` from the edit).
+
+:func:`confirm_by_measurement` then holds the model to the machine: the proposals are timed end to end beside the
+current network, and one whose measured cut falls short walks further down its site, so every proposal NetAdapt
+fine-tunes cuts delta as measured, not only as predicted.
 """
 
 from __future__ import annotations
@@ -57,15 +61,28 @@ def site_edit(spec: ArchSpec, name: str, width: int) -> ArchSpec:
 
 @dataclass(frozen=True)
 class Proposal:
+    """One site's new width; ``measured_ms`` and ``base_ms`` (the current network, timed in the same interleaved
+    batch) when :func:`confirm_by_measurement` checked the cut end to end."""
+
     site: str
     old_width: int
     width: int
     spec: ArchSpec
     predicted_ms: float
+    measured_ms: float | None = None
+    base_ms: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"site": self.site, "old_width": self.old_width, "width": self.width,
-                "predicted_ms": self.predicted_ms}
+        out = {"site": self.site, "old_width": self.old_width, "width": self.width,
+               "predicted_ms": self.predicted_ms}
+        if self.measured_ms is not None:
+            out.update(measured_ms=self.measured_ms, base_ms=self.base_ms)
+        return out
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], spec: ArchSpec) -> Proposal:
+        return cls(d["site"], d["old_width"], d["width"], site_edit(spec, d["site"], d["width"]),
+                   d["predicted_ms"], d.get("measured_ms"), d.get("base_ms"))
 
 
 def widths_below(width: int, divisor: int, min_width: int) -> list[int]:
@@ -98,4 +115,74 @@ def make_proposals(spec: ArchSpec, latency: Callable[[ArchSpec], float], delta_m
     return proposals
 
 
-__all__ = ["Proposal", "Site", "make_proposals", "site_edit", "sites", "widths_below"]
+def next_width(site: Site, below: int, latency: Callable[[ArchSpec], float], current_ms: float, want_ms: float, *,
+               divisor: int = 8, min_width: int = 8) -> tuple[int, ArchSpec, float] | None:
+    """The largest width of ``site`` below ``below`` whose predicted cut from ``current_ms`` is at least
+    ``want_ms`` (the smallest multiple-of-``divisor`` step when none is), or None when no valid width is left."""
+    fallback = None
+    for width in widths_below(below, divisor, min_width):
+        try:
+            candidate = site.edit(width)
+        except SpecError:
+            continue
+        predicted = latency(candidate)
+        if fallback is None:
+            fallback = (width, candidate, predicted)
+        if current_ms - predicted >= want_ms:
+            return width, candidate, predicted
+    return fallback
+
+
+def confirm_by_measurement(spec: ArchSpec, proposals: list[Proposal], seed: ArchSpec,
+                           measure: Callable[[list[ArchSpec]], list[float]], latency: Callable[[ArchSpec], float],
+                           delta_ratio: float, *, current_ms: float | None = None, rounds: int = 3,
+                           divisor: int = 8, min_width: int = 8,
+                           log: Callable[[str], None] | None = None) -> tuple[list[Proposal], list[dict[str, Any]]]:
+    """Keep the proposals whose cut, measured end to end, is at least ``delta_ratio`` x the seed's latency.
+
+    The latency model only picks where to look: each batch times the seed, the current network and the pending
+    proposals interleaved (``measure``, so machine drift cancels in the differences). A proposal that falls short
+    walks further down its site, to the width whose predicted cut is the model's cut scaled by how far the
+    measurement fell short (at most 4x, at least one step of ``divisor``), and is timed again in the next batch;
+    after ``rounds`` batches a site still short proposes nothing this step. Returns the kept proposals in site
+    order (with ``measured_ms`` and ``base_ms`` of their batch) and one record per batch."""
+    if rounds < 1:
+        raise ValueError(f"rounds must be >= 1, got {rounds}")
+    current = latency(spec) if current_ms is None else current_ms
+    by_name = {s.name: s for s in sites(spec)}
+    order = list(by_name)
+    pending, kept, batches = list(proposals), [], []
+    for r in range(rounds):
+        if not pending:
+            break
+        if log is not None:
+            log(f"  timing {len(pending)} proposal(s) end to end beside the seed and the current network "
+                f"(batch {r + 1} of at most {rounds})")
+        times = measure([seed, spec] + [p.spec for p in pending])
+        if len(times) != len(pending) + 2:
+            raise ValueError(f"the measurement returned {len(times)} latencies for {len(pending) + 2} networks")
+        seed_ms, base_ms, need = times[0], times[1], delta_ratio * times[0]
+        batches.append({"batch": r + 1, "seed_ms": seed_ms, "base_ms": base_ms, "need_ms": need,
+                        "proposals": [{"site": p.site, "width": p.width, "predicted_ms": p.predicted_ms,
+                                       "measured_ms": m} for p, m in zip(pending, times[2:], strict=True)]})
+        retry = []
+        for p, m in zip(pending, times[2:], strict=True):
+            cut = base_ms - m
+            if cut >= need:
+                kept.append(Proposal(p.site, p.old_width, p.width, p.spec, p.predicted_ms, m, base_ms))
+                continue
+            if r + 1 == rounds:
+                continue
+            predicted_cut = max(current - p.predicted_ms, 0.0)
+            want = predicted_cut * need / max(cut, need / 4)
+            step = next_width(by_name[p.site], p.width, latency, current, want, divisor=divisor,
+                              min_width=min_width)
+            if step is not None:
+                retry.append(Proposal(p.site, p.old_width, step[0], step[1], step[2]))
+        pending = retry
+    kept.sort(key=lambda p: order.index(p.site))
+    return kept, batches
+
+
+__all__ = ["Proposal", "Site", "confirm_by_measurement", "make_proposals", "next_width", "site_edit", "sites",
+           "widths_below"]
