@@ -92,9 +92,28 @@ def _peers(sec: dict) -> list[str | Table]:
                     f"{r['vs_best_peer']:.2f}x" if r["vs_best_peer"] else "-"] for r in sec["rows"]], "llrrrr")]
 
 
+def _task(phone: str) -> Callable[[dict], list[str | Table]]:
+    """Table 7's and Table 6's sections: the networks, then each pair's latency ratio beside the paper's."""
+    short = {"Pixel 1": "P-1", "Pixel 3": "P-3"}[phone]
+
+    def tables(sec: dict) -> list[str | Table]:
+        return [Table(["network", "input", "params (M)", "MAdds (M)", "median ms", "rounds", f"paper {short} ms"],
+                      [[r["label"], "x".join(map(str, r["resolution"])) if isinstance(r["resolution"], list)
+                        else f"{r['resolution']}x{r['resolution']}", millions(r["params"]), millions(r["madds"]),
+                        format_ms(r["median_ms"]), round_range(r), r["paper_ms"][phone]] for r in sec["rows"]]),
+                "",
+                Table(["latency ratio", "ours", "fastest", f"paper {short}", "MAdds ratio", "paper MAdds ratio"],
+                      [[c["pair"], ratio_text(c["latency_ratio"]), ratio_text(c["fastest_ratio"]),
+                        ratio_text(c["paper_latency_ratio"]), ratio_text(c["madds_ratio"]),
+                        ratio_text(c["paper_madds_ratio"])] for c in sec["comparisons"]])]
+
+    return tables
+
+
 # section name -> its tables (the sections of .sections.BENCH_SECTIONS)
 SECTION_TABLES: dict[str, Callable[[dict], list[str | Table]]] = {
-    "v3-vs-v2": _v3_vs_v2, "hswish": _hswish, "grid": _grid, "int8": _int8, "peers": _peers,
+    "v3-vs-v2": _v3_vs_v2, "hswish": _hswish, "grid": _grid, "int8": _int8, "segmentation": _task("Pixel 3"),
+    "detection": _task("Pixel 1"), "peers": _peers,
 }
 
 

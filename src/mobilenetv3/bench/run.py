@@ -10,6 +10,7 @@ from typing import Any
 import torch
 
 from ..cost import MADDS_RULE, spec_cost
+from ..deploy.fold import calibrate_bn_on_noise
 from ..extras import require
 from ..inputs import example_input
 from ..latency.targets import prepare_runtime
@@ -27,11 +28,13 @@ from .sections import (
     QUICK_GRID,
     SECTIONS,
 )
+from .tasks import DET_RESOLUTION, SEG_SIZE
 
 
 def check_bench_args(sections: Sequence[str] | str | None, peers: bool, runtime: str, threads: int,
                      resolution: int, multipliers: Sequence[float], resolutions: Sequence[int], rounds: int,
-                     warmup: int, min_runs: int, min_seconds: float, clock: str) -> list[str]:
+                     warmup: int, min_runs: int, min_seconds: float, clock: str,
+                     seg_size: Sequence[int] = SEG_SIZE, det_resolution: int = DET_RESOLUTION) -> list[str]:
     """The sections to run, in :data:`BENCH_SECTIONS` order, after checking every argument of
     :func:`paper_comparisons` (a ValueError naming the bad one; :class:`MissingExtraError` when a section needs
     ONNX Runtime and it is missing)."""
@@ -54,7 +57,11 @@ def check_bench_args(sections: Sequence[str] | str | None, peers: bool, runtime:
     if not isinstance(threads, int) or isinstance(threads, bool) or threads < 1:
         raise ValueError(f"threads must be a positive integer, got {threads!r}")
     clock_timer(clock, threads)
-    for name, value in (("resolution", resolution), *(("resolutions", r) for r in resolutions)):
+    if len(seg_size) != 2:
+        raise ValueError(f"seg_size must be (height, width), got {seg_size!r}")
+    sizes = (("resolution", resolution), *(("resolutions", r) for r in resolutions),
+             *(("seg_size", v) for v in seg_size), ("det_resolution", det_resolution))
+    for name, value in sizes:
         if not isinstance(value, int) or isinstance(value, bool) or value < 3:
             raise ValueError(f"{name} must be integers of at least 3 (the stem kernel), got {value!r}")
     for w in multipliers:
@@ -79,7 +86,8 @@ def paper_comparisons(sections: Sequence[str] | str | None = None, *, runtime: s
                       resolution: int = 224, quick: bool = False, multipliers: Sequence[float] | None = None,
                       resolutions: Sequence[int] | None = None, rounds: int = 3, warmup: int = 5,
                       min_runs: int = 20, min_seconds: float = 0.5, clock: str = "wall", peers: bool = False,
-                      peer_python: str | None = None, progress: bool = False) -> dict[str, Any]:
+                      peer_python: str | None = None, progress: bool = False, seg_size: Sequence[int] = SEG_SIZE,
+                      det_resolution: int = DET_RESOLUTION) -> dict[str, Any]:
     """The paper's latency comparisons measured on this machine in one run; what ``mnv3 bench`` prints.
 
     Sections (:data:`BENCH_SECTIONS`; default :data:`DEFAULT_BENCH_SECTIONS`, ``peers=True`` adds ``peers``):
@@ -98,6 +106,13 @@ def paper_comparisons(sections: Sequence[str] | str | None = None, *, runtime: s
     ``int8``
         Table 4: Large and Small in ONNX Runtime, float against int8 (``onnxruntime`` vs ``onnxruntime-int8``);
         our speed-up next to the paper's (its Table 3 over its Table 4), phone by phone.
+    ``segmentation``
+        Table 7's rows 4, 6, 7 and 8 (LR-ASPP and R-ASPP on V3-Large and V2, 19 classes) at ``seg_size`` (default
+        512x1024, the paper's "CPU (h)"): LR-ASPP / R-ASPP and V3 / V2 next to the paper's Pixel 3 ratios.
+    ``detection``
+        Table 6's SSDLite networks (V2, MnasNet-A1, V3, V3-Y, V3-Small, V3-Small-Y; 91 classes) at
+        ``det_resolution`` (default 320), head outputs without NMS: each against V2 next to the paper's Pixel 1
+        ratio.
     ``peers``
         torchvision's and timm's Large and Small, eager and exported to ONNX Runtime, next to ours
         (:func:`compare_with_peers`: they run in a subprocess of the peer environment, which needs a newer
@@ -115,11 +130,12 @@ def paper_comparisons(sections: Sequence[str] | str | None = None, *, runtime: s
     multipliers = tuple(multipliers) if multipliers is not None else QUICK_GRID[0] if quick else GRID_MULTIPLIERS
     resolutions = tuple(resolutions) if resolutions is not None else QUICK_GRID[1] if quick else GRID_RESOLUTIONS
     ordered = check_bench_args(sections, peers, runtime, threads, resolution, multipliers, resolutions, rounds,
-                                warmup, min_runs, min_seconds, clock)
+                                warmup, min_runs, min_seconds, clock, seg_size, det_resolution)
     python = find_peer_python(peer_python) if "peers" in ordered else None  # a bad --peer-python fails here
     settings = {"runtime": runtime, "threads": threads, "resolution": resolution, "clock": clock,
                 "rounds": rounds, "warmup": warmup, "min_runs": min_runs, "min_seconds": min_seconds,
-                "multipliers": list(multipliers), "resolutions": list(resolutions), "quick": quick}
+                "multipliers": list(multipliers), "resolutions": list(resolutions), "quick": quick,
+                "seg_size": list(seg_size), "det_resolution": det_resolution}
     plans = {name: SECTIONS[name](settings) for name in ordered if name in SECTIONS}
     from tqdm import tqdm
 
@@ -173,17 +189,23 @@ def _measure_entries(entries: list[dict], threads: int, timing: dict, bar: Any) 
     runners = {}
     for i, e in enumerate(entries):
         bar.set_postfix_str(f"preparing {e['label']}", refresh=True)
-        model = bench_model(e["spec"], e["resolution"])
-        runners[i] = prepare_runtime(e["runtime"], model, example_input(model, e["resolution"]), threads).run
+        if "build" in e:  # a task network (.tasks): its own module, input shape and cost
+            shape = e["input_shape"]
+            model = calibrate_bn_on_noise(e["build"]().eval(), tuple(shape[-2:]), batches=1, batch_size=2).eval()
+            x = torch.randn(shape, generator=torch.Generator().manual_seed(0))
+        else:
+            model = bench_model(e["spec"], e["resolution"])
+            x = example_input(model, e["resolution"])
+        runners[i] = prepare_runtime(e["runtime"], model, x, threads).run
         bar.update()
     bar.set_postfix_str("timing", refresh=True)
     medians = time_interleaved(runners, on_step=lambda _: bar.update(), **timing)
     rows = []
     for i, e in enumerate(entries):
-        cost = spec_cost(e["spec"], e["resolution"])
-        row = {k: v for k, v in e.items() if k != "spec"}
-        row.update(model=e["spec"].name, params=cost.params, madds=cost.madds, median_ms=percentile(medians[i], 50),
-                   round_medians_ms=medians[i])
+        cost = e["cost"]() if "cost" in e else spec_cost(e["spec"], e["resolution"])
+        row = {k: v for k, v in e.items() if k not in ("spec", "build", "cost", "input_shape")}
+        row.update(model=e["model"] if "model" in e else e["spec"].name, params=cost.params, madds=cost.madds,
+                   median_ms=percentile(medians[i], 50), round_medians_ms=medians[i])
         rows.append(row)
     return rows
 

@@ -15,8 +15,9 @@ from ..latency.targets import CORE_RUNTIMES
 from ..zoo import REGISTRY, get_spec
 from .paper import PAPER_FLOAT_MS, PAPER_INT8_MS, PHONES, TABLE5
 from .table5 import table5_spec
+from .tasks import segmentation_heads, ssdlite_detectors
 
-BENCH_SECTIONS = ("v3-vs-v2", "hswish", "grid", "int8", "peers")
+BENCH_SECTIONS = ("v3-vs-v2", "hswish", "grid", "int8", "segmentation", "detection", "peers")
 DEFAULT_BENCH_SECTIONS = ("v3-vs-v2", "hswish", "grid", "int8")
 BENCH_RUNTIMES = CORE_RUNTIMES
 # Figure 7: multipliers at 224, resolutions at 1.0; the bench times the whole cross product of the two.
@@ -158,7 +159,7 @@ def float_against_int8(s: dict) -> tuple[list[dict], Callable]:
 # section name -> its plan, in the order the bench runs them (peers, the last of BENCH_SECTIONS, is run apart)
 SECTIONS: dict[str, Callable[[dict], tuple[list[dict], Callable]]] = {
     "v3-vs-v2": v3_against_v2, "hswish": hswish_ablation, "grid": multiplier_resolution_grid,
-    "int8": float_against_int8,
+    "int8": float_against_int8, "segmentation": segmentation_heads, "detection": ssdlite_detectors,
 }
 
 

@@ -16,6 +16,15 @@ def print_bench_section(name: str, sec: dict) -> None:
         print(item if isinstance(item, str) else table(*item))
 
 
+def task_sizes(args: argparse.Namespace) -> dict:
+    sizes = {}
+    if args.seg_size is not None:
+        sizes["seg_size"] = tuple(args.seg_size)
+    if args.det_resolution is not None:
+        sizes["det_resolution"] = args.det_resolution
+    return sizes
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -30,7 +39,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
                                    resolution=args.resolution, quick=args.quick, multipliers=args.multipliers,
                                    resolutions=args.resolutions, rounds=args.rounds, warmup=args.warmup,
                                    min_runs=args.min_runs, min_seconds=args.min_seconds, clock=args.clock,
-                                   peers=args.peers, peer_python=args.peer_python, progress=not args.quiet)
+                                   peers=args.peers, peer_python=args.peer_python, progress=not args.quiet,
+                                   **task_sizes(args))
     except MissingExtraError as e:
         raise CLIError(str(e)) from None
     for name, sec in result["sections"].items():
@@ -60,10 +70,12 @@ def register(sub) -> None:
     from ..runtime.timing import CLOCKS
 
     p = sub.add_parser(
-        "bench", help="the paper's latency comparisons (Tables 3, 4, 5, Figure 7) re-measured on this machine",
+        "bench", help="the paper's latency comparisons (Tables 3-7, Figure 7) re-measured on this machine",
         description="The paper's comparisons measured here in one run: V3 against MobileNetV2 (Table 3), the "
                     "h-swish ablation (Table 5), multipliers x resolutions (Figure 7) and float against int8 "
-                    "(Table 4), each model prepared first and then timed in interleaved rounds; with MAdds, params "
+                    "(Table 4); on request the segmentation heads (Table 7: LR-ASPP against R-ASPP, V3 against V2 "
+                    "at 512x1024) and the SSDLite detectors (Table 6, at 320x320); each model prepared first and "
+                    "then timed in interleaved rounds; with MAdds, params "
                     "and the paper's figure (and ratio) where it has one, the CPU model, threads, runtime, clock "
                     "and date. --peers adds torchvision's and timm's Large and Small (eager and exported to ONNX "
                     "Runtime) next to ours: they need a newer torch than ours, so they run in a subprocess of the "
@@ -83,6 +95,10 @@ def register(sub) -> None:
                    help=f"grid multipliers (default {' '.join(map(str, GRID_MULTIPLIERS))})")
     p.add_argument("--resolutions", type=int, nargs="+", metavar="R",
                    help=f"grid resolutions (default {' '.join(map(str, GRID_RESOLUTIONS))})")
+    p.add_argument("--seg-size", type=int, nargs=2, metavar=("H", "W"), default=None,
+                   help="segmentation section's input (default 512 1024, Table 7's CPU (h))")
+    p.add_argument("--det-resolution", type=int, default=None, metavar="R",
+                   help="detection section's input side (default 320, Table 6's)")
     p.add_argument("--rounds", type=int, default=3, help="interleaved timing rounds (default 3)")
     p.add_argument("--warmup", type=int, default=5, help="untimed runs per path per round (default 5)")
     p.add_argument("--min-runs", type=int, default=20, help="timed runs per path per round, at least (default 20)")

@@ -96,10 +96,11 @@ def calibrate_bn(model: nn.Module, batches: Iterable[torch.Tensor]) -> nn.Module
     return model
 
 
-def calibrate_bn_on_noise(model: nn.Module, resolution: int, batches: int = 2, batch_size: int = 8,
+def calibrate_bn_on_noise(model: nn.Module, resolution: int | tuple[int, int], batches: int = 2, batch_size: int = 8,
                           seed: int = 0) -> nn.Module:
-    """:func:`calibrate_bn` on seeded standard-normal images of ``resolution`` (for models without weights)."""
+    """:func:`calibrate_bn` on seeded standard-normal images of ``resolution`` (a side, or (height, width)) for
+    models without weights."""
     channels = getattr(getattr(model, "spec", None), "in_channels", 3)
+    h, w = (resolution, resolution) if isinstance(resolution, int) else resolution
     g = torch.Generator().manual_seed(seed)
-    return calibrate_bn(model, (torch.randn(batch_size, channels, resolution, resolution, generator=g)
-                                for _ in range(batches)))
+    return calibrate_bn(model, (torch.randn(batch_size, channels, h, w, generator=g) for _ in range(batches)))
