@@ -16,10 +16,12 @@ from mobilenetv3.search.channels import (
     with_group_width,
 )
 from mobilenetv3.search.proposals import (
+    Proposal,
     confirm_by_measurement,
     make_proposals,
     site_edit,
     sites,
+    walk_on,
     widths_below,
 )
 from mobilenetv3.spec import SpecError
@@ -178,3 +180,19 @@ def test_measurement_with_one_batch_keeps_only_confirmed():
     assert kept == [] and len(batches) == 1  # a machine where nothing gets faster confirms nothing
     with pytest.raises(ValueError, match="rounds"):
         confirm_by_measurement(spec, proposals, spec, lambda specs: [], madds_ms, 0.02, rounds=0)
+
+
+def test_walk_on_scales_the_channels_removed_by_the_shortfall():
+    spec = get_spec("mobilenet_v3_small")
+    site = next(s for s in sites(spec) if s.name == "expand:block2")  # Table 2's second bneck: exp 72
+    assert site.width == 72
+    first = Proposal(site.name, 72, 64, site.edit(64), 0.0)
+    # half the cut needed: 2.4 x the 8 channels removed (20% margin) -> 72 - 19.2 -> the next multiple of 8: 48
+    assert walk_on(site, first, 0.5, 1.0)[0] == 48
+    # no cut at all (or a slower network): 3 x -> 48; nearly enough: at least one more step -> 56
+    assert walk_on(site, first, 0.0, 1.0)[0] == walk_on(site, first, -0.2, 1.0)[0] == 48
+    assert walk_on(site, first, 0.95, 1.0)[0] == 56
+    assert walk_on(site, first, 0.5, 1.0)[1] == site_edit(spec, site.name, 48)
+    # nothing below the smallest width
+    last = Proposal(site.name, 72, 8, site.edit(8), 0.0)
+    assert walk_on(site, last, 0.1, 1.0) is None

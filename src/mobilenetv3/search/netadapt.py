@@ -6,9 +6,9 @@ Each step, from the current network (the seed, then the previous step's choice w
    multiple of 8) that the latency model (:class:`.growing_table.GrowingTable`) predicts cuts the latency by at
    least delta (default 0.025 x the seed's latency; the paper's 0.01 is below what a shared 2-core VM can
    measure); by default each proposal's cut is then timed end to end beside the current network and the seed,
-   and one that falls short walks further down its site (:func:`.proposals.confirm_by_measurement`): isolated
-   block timings at proxy resolutions swing 2x on such a machine, and a table-only run once predicted 0.86 x
-   the seed where the network measured 0.99 x;
+   and one that falls short walks further down its site by the measured slope
+   (:func:`.proposals.confirm_by_measurement`): isolated block timings at proxy resolutions swing 2x on such a
+   machine, and a table-only run once predicted 0.86 x the seed where the network measured 0.99 x;
 2. each proposal takes the current weights over (surviving channels by L2 norm, :mod:`.transfer`), is fine-tuned
    for T steps on the training split and scored on the holdout (:mod:`.candidate`, :mod:`.proxy`), all proposals
    of a step in parallel through an evaluator (:mod:`.evaluator`: processes, or Ray);
@@ -244,7 +244,7 @@ class NetAdapt:
             self.log(f"step {step}: {len(proposals)} proposals from the latency table")
             proposals, record["batches"] = confirm_by_measurement(
                 state.spec, proposals, self.seed_spec, self.measure, self.table.predict, self.options.delta_ratio,
-                current_ms=state.predicted_ms, rounds=self.options.confirm_batches, log=self.log)
+                rounds=self.options.confirm_batches, log=self.log)
         record["proposals"] = [p.to_dict() for p in proposals]
         self.journal.append(record)
         return proposals
@@ -312,8 +312,9 @@ class NetAdapt:
         self.start()
         seed = self.records("seed")[0]
         # A table's entries each carry one runtime call's overhead, so its sums overstate a network (1.30 ms
-        # predicted for a seed measured at 0.45 ms on a Zen 3) while its differences between two widths are in the
-        # network's ms: with measured proposals the table looks for delta x the seed's measured latency.
+        # predicted for a seed measured at 0.45 ms on a Zen 3) and so do its differences (2-11x there): with
+        # measured proposals the table only picks the first width to try, with delta x the seed's measured
+        # latency (mostly one step of 8), and the measurement walks on from there.
         reference = seed["measured_ms"] if self.options.proposal_latency == "measured" else seed["predicted_ms"]
         delta_ms = self.options.delta_ratio * reference
         state = self.state()
