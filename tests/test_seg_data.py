@@ -170,3 +170,11 @@ def test_padding_is_ignored_and_filled_with_the_mean():
         t(image, mask[:4])
     with pytest.raises(ValueError, match="differ in size"):
         SegEvalTransform(**PLAIN)(image, mask[:4])
+
+
+def test_grey_stats_average_the_colour_statistics():
+    from mobilenetv3.data.transforms import grey_stats
+
+    (mean,), (std,) = grey_stats((0.2, 0.4, 0.6), (0.1, 0.2, 0.3), 1)
+    assert (mean, std) == pytest.approx((0.4, 0.2))
+    assert grey_stats((0.2, 0.4, 0.6), (0.1, 0.2, 0.3), 3) == ((0.2, 0.4, 0.6), (0.1, 0.2, 0.3))

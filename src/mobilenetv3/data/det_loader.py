@@ -18,7 +18,7 @@ from .coco import CocoDetection
 from .det_transforms import DetEvalTransform, DetTrainTransform
 from .errors import DataError
 from .scene_coco import SceneDetection
-from .transforms import IMAGENET_MEAN, IMAGENET_STD
+from .transforms import IMAGENET_MEAN, IMAGENET_STD, grey_stats
 
 DET_DATASETS = ("scenes", "coco")
 
@@ -48,9 +48,7 @@ def load_detection_dataset(name: str, split: str, *, train: bool, size: int | tu
     kind, argument = parse_det_name(name)
     channels = channels or 3
     if kind == "scenes":
-        options = scenes.parse_scene_options(argument)
-        lengths = {s: options.pop(s) for s in scenes.DEFAULT_LENGTHS if s in options}
-        config = scenes.SceneConfig(**options)
+        config, lengths = scenes.scene_source(argument)
         default_size, default_mean, default_std = config.size, scenes.MEAN, scenes.STD
     else:
         root = argument or data_dir
@@ -58,8 +56,7 @@ def load_detection_dataset(name: str, split: str, *, train: bool, size: int | tu
             raise DataError("coco needs its folder: --data coco:PATH (PATH holds annotations/instances_<split>.json "
                             "and the images)")
         default_size, default_mean, default_std = (320, 320), IMAGENET_MEAN, IMAGENET_STD
-    if channels == 1:
-        default_mean, default_std = (sum(default_mean) / len(default_mean),), (sum(default_std) / len(default_std),)
+    default_mean, default_std = grey_stats(default_mean, default_std, channels)
     stats = dict(mean=mean or default_mean, std=std or default_std, channels=channels)
     if kind == "scenes":  # the canvas is the input: train on whole canvases (scaled and cropped back), test as is
         size, eval_size = config.size, None

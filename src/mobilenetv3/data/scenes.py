@@ -219,6 +219,14 @@ def parse_scene_options(text: str) -> dict[str, Any]:
     return options
 
 
+def scene_source(text: str) -> tuple[SceneConfig, dict[str, int]]:
+    """The scene configuration and the per-split lengths given in a ``--data scenes:OPTIONS`` name's options
+    (what the segmentation and detection loaders both read)."""
+    options = parse_scene_options(text)
+    lengths = {s: options.pop(s) for s in DEFAULT_LENGTHS if s in options}
+    return SceneConfig(**options), lengths
+
+
 class FashionScenes(Dataset):
     """One split of the composed scenes; items are ``transform(image, mask)`` (a joint transform of
     :mod:`.seg_transforms`).

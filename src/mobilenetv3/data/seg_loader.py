@@ -15,6 +15,7 @@ from torch.utils.data import Dataset
 from . import cityscapes, scenes
 from .errors import DataError
 from .seg_transforms import SegEvalTransform, SegTrainTransform
+from .transforms import grey_stats
 
 SEG_DATASETS = ("scenes", "cityscapes")
 
@@ -48,9 +49,7 @@ def load_segmentation_dataset(name: str, split: str, *, train: bool, crop: int |
     kind, argument = parse_seg_name(name)
     channels = channels or 3
     if kind == "scenes":
-        options = scenes.parse_scene_options(argument)
-        lengths = {s: options.pop(s) for s in scenes.DEFAULT_LENGTHS if s in options}
-        config = scenes.SceneConfig(**options)
+        config, lengths = scenes.scene_source(argument)
         default_crop, default_mean, default_std = config.size, scenes.MEAN, scenes.STD
     else:
         root = argument or data_dir
@@ -58,8 +57,7 @@ def load_segmentation_dataset(name: str, split: str, *, train: bool, crop: int |
             raise DataError("cityscapes needs its folder: --data cityscapes:PATH (PATH holds leftImg8bit/ and "
                             "gtFine/)")
         default_crop, default_mean, default_std = (768, 768), cityscapes.MEAN, cityscapes.STD
-    if channels == 1:  # grey inputs: one statistic, the mean of the colour channels'
-        default_mean, default_std = (sum(default_mean) / len(default_mean),), (sum(default_std) / len(default_std),)
+    default_mean, default_std = grey_stats(default_mean, default_std, channels)
     stats = dict(mean=mean or default_mean, std=std or default_std, channels=channels)
     if train:
         transform: SegEvalTransform = SegTrainTransform(

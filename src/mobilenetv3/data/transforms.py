@@ -15,6 +15,7 @@ bilinear interpolation when upsampling (28 -> 64), a widened filter when downsam
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,6 +40,14 @@ ERASE_ATTEMPTS = 10
 
 TRAIN_OPTIONS = ("scale", "ratio", "hflip", "color_jitter", "random_erase")
 EVAL_OPTIONS = ("crop_fraction",)
+
+
+def grey_stats(mean: Sequence[float], std: Sequence[float], channels: int) -> tuple[tuple[float, ...], ...]:
+    """``(mean, std)`` for ``channels`` input channels: as given for colour, one statistic (the mean of the colour
+    channels') for grey inputs."""
+    if channels == 1:
+        return (sum(mean) / len(mean),), (sum(std) / len(std),)
+    return tuple(mean), tuple(std)
 
 
 def to_float(img: torch.Tensor) -> torch.Tensor:
