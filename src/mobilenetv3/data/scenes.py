@@ -219,6 +219,12 @@ def parse_scene_options(text: str) -> dict[str, Any]:
     return options
 
 
+def canvas_size(text: str) -> tuple[int, int]:
+    """The canvas (height, width) of the scenes named by ``text`` (the options after ``scenes:``): every scene
+    of the name is drawn, and evaluated, at this size."""
+    return SceneConfig(size=parse_scene_options(text).get("size", DEFAULT_SIZE)).size
+
+
 class FashionScenes(Dataset):
     """One split of the composed scenes; items are ``transform(image, mask)`` (a joint transform of
     :mod:`.seg_transforms`).
