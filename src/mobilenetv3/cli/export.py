@@ -1,4 +1,5 @@
-"""`mnv3 export`: a model or a run to ONNX (float or int8) or LiteRT, checked against PyTorch."""
+"""`mnv3 export`: a model or a run to ONNX (float or int8) or LiteRT, checked against PyTorch; a segmentation or
+detection run to float ONNX (the detector with its NMS), checked the same way."""
 
 from __future__ import annotations
 
@@ -77,6 +78,83 @@ def export_int8_file(args: argparse.Namespace, model, trained: bool) -> int:
     return 0
 
 
+def describe_file(report, what: str = "") -> None:
+    """The 'wrote ...' and 'ops: ...' lines of an exported file."""
+    dyn = [n for n, on in (("batch", report.dynamic_batch), ("resolution", report.dynamic_resolution)) if on]
+    kind = f"ONNX opset {report.opset}" if report.opset is not None else "LiteRT"
+    n, c, h, w = report.input_shape
+    shown = (n, c, h, w) if report.input_layout == "nchw" else (n, h, w, c)
+    print(f"wrote {report.path}: {what}{kind} ({report.exporter} exporter), input "
+          f"{'x'.join(map(str, shown))} ({report.input_layout.upper()})"
+          + (f", dynamic {' and '.join(dyn)}" if dyn else "")
+          + (", BatchNorm folded" if report.folded else ""))
+    print("ops: " + ", ".join(f"{k} {v}" for k, v in report.ops.items()))
+
+
+def print_output_checks(report, runner: str = "ONNX Runtime") -> None:
+    print(table(["input", f"max |{runner} - PyTorch|", "max |output|"],
+                [["x".join(map(str, c["input_shape"])), f"{c['max_abs_diff']:.2e}", f"{c['max_abs_output']:.3g}"]
+                 for c in report.checks]))
+
+
+def export_task_file(args: argparse.Namespace, model, task: str, data_info: dict) -> int:
+    """A segmentation or detection run to float ONNX (:func:`mobilenetv3.deploy.export_task_onnx`)."""
+    from ..deploy import ExportMismatchError, TaskExportError, export_task_onnx
+    from ..deploy.output import OutputPathError
+    from ..extras import MissingExtraError
+
+    if args.int8:
+        raise CLIError(f"--int8 export of {task} runs is not supported yet: export float ONNX (leave out --int8)")
+    if args.format != "onnx":
+        raise CLIError(f"--format {args.format} is not supported for {task} runs yet: use --format onnx")
+    if args.input_size is not None and args.resolution is not None:
+        raise CLIError("give the input size once: --input-size H W or --resolution R")
+    if args.check_images is not None and (task != "detection" or args.check_images < 0):
+        raise CLIError("--check-images N (N >= 0) applies to detection runs")
+    size = args.input_size or args.resolution
+    try:
+        report = export_task_onnx(
+            model, task, data_info, args.out, size=size, check_sizes=args.check_size,
+            images=8 if args.check_images is None else args.check_images, batch=args.batch,
+            dynamic_batch=args.dynamic_batch, dynamic_resolution=args.dynamic_resolution, opset=args.opset,
+            fold=args.fold, exporter=args.exporter, atol=args.atol, input_layout=args.input_layout)
+    except (MissingExtraError, OutputPathError, TaskExportError) as e:
+        raise CLIError(str(e)) from None
+    except ExportMismatchError as e:
+        print(f"mnv3 export: error: {e}", file=sys.stderr)
+        if args.json and e.report is not None:
+            print_json({**e.report.to_dict(), "ok": False, "trained_weights": True, "task": task})
+        return 1
+    result = {**report.to_dict(), "ok": True, "trained_weights": True, "task": task}
+    spec = model.spec
+    if task == "segmentation" and spec.pooling == "kernel":
+        result["min_input_size"] = list(spec.min_input())
+    if args.json:
+        print_json(result)
+        return 0
+    if task == "segmentation":
+        describe_file(report, f"{spec.num_classes}-class logits at the input's size, ")
+        print_output_checks(report)
+        print(f"ok: within {report.atol:g} at {len(report.checks)} input size(s)")
+        if "min_input_size" in result and report.dynamic_resolution:
+            print("note: the pooling kernel needs inputs of at least {}x{}".format(*result["min_input_size"]))
+        elif not report.dynamic_resolution:
+            print("note: the file takes this size only; --dynamic-resolution makes one for any size the spec takes "
+                  "(checked at --check-size H W)")
+        return 0
+    describe_file(report, f"detections with NMS inside (outputs {', '.join(report.outputs)}), ")
+    print(f"checked on {report.check_inputs}:")
+    print(table(["input", "detections", "paired", "ties", "same order", "max |box diff| (px)", "max |score diff|"],
+                [["x".join(map(str, c["input_shape"])), c["detections"], c["paired"], c["ties"],
+                  "yes" if c["same_order"] else "no", f"{c['max_box_diff']:.2e}", f"{c['max_score_diff']:.2e}"]
+                 for c in report.checks]))
+    first, ties = report.checks[0], sum(c["ties"] for c in report.checks)
+    print(f"ok: the same detections (labels; boxes within {first['box_atol']:g} px, scores within "
+          f"{first['atol']:g})" + (f", but for {ties} tie(s): the runtimes kept different ones of two overlapping "
+                                   f"candidates whose scores agree within {first['atol']:g}" if ties else ""))
+    return 0
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     from ..deploy import ExportMismatchError, export_litert, export_onnx
     from ..deploy.output import OutputPathError
@@ -97,6 +175,16 @@ def cmd_export(args: argparse.Namespace) -> int:
         raise CLIError(f"--calib-samples must be a positive integer, got {args.calib_samples}")
     model, trained = load_model(args.name, args.spec, args.width_mult, args.checkpoint, args.weights,
                                 args.resolution)
+    if trained:
+        from ..train.evaluate import read_run_config
+
+        config = read_run_config(args.name)
+        task = config["train"].get("task") or "classification"
+        if task != "classification":
+            return export_task_file(args, model, task, config["data"])
+    if args.input_size is not None or args.check_size or args.check_images is not None:
+        raise CLIError("--input-size, --check-size and --check-images apply to segmentation and detection runs "
+                       "(a classifier: --resolution, checked at other sizes with --dynamic-resolution)")
     if args.input_layout != "nchw" and (args.format != "onnx" or (args.int8 and args.int8_toolchain == "pt2e")):
         raise CLIError("--input-layout nhwc applies to ONNX exports through ONNX Runtime's tools (LiteRT and "
                        "PT2E files take NCHW input)")
@@ -122,19 +210,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     if args.json:
         print_json(result)
         return 0
-    dyn = [n for n, on in (("batch", report.dynamic_batch), ("resolution", report.dynamic_resolution)) if on]
-    kind = f"ONNX opset {report.opset}" if report.opset is not None else "LiteRT"
-    n, c, h, w = report.input_shape
-    shown = (n, c, h, w) if report.input_layout == "nchw" else (n, h, w, c)
-    print(f"wrote {report.path}: {kind} ({report.exporter} exporter), input "
-          f"{'x'.join(map(str, shown))} ({report.input_layout.upper()})"
-          + (f", dynamic {' and '.join(dyn)}" if dyn else "")
-          + (", BatchNorm folded" if report.folded else ""))
-    print("ops: " + ", ".join(f"{k} {v}" for k, v in report.ops.items()))
-    runner = "LiteRT" if report.opset is None else "ONNX Runtime"
-    print(table(["input", f"max |{runner} - PyTorch|", "max |output|"],
-                 [["x".join(map(str, c["input_shape"])), f"{c['max_abs_diff']:.2e}", f"{c['max_abs_output']:.3g}"]
-                  for c in report.checks]))
+    describe_file(report)
+    print_output_checks(report, "LiteRT" if report.opset is None else "ONNX Runtime")
     print(f"ok: within {report.atol:g}" + ("" if trained else " (random weights, BatchNorm calibrated on noise)"))
     return 0
 
@@ -158,7 +235,17 @@ def register(sub) -> None:
     p.add_argument("--fold", action=argparse.BooleanOptionalAction, default=True,
                    help="fold BatchNorm into the convolutions first (default on)")
     p.add_argument("--atol", type=float, default=1e-4,
-                   help="largest allowed |ONNX Runtime - PyTorch| difference (default 1e-4)")
+                   help="largest allowed |ONNX Runtime - PyTorch| difference (default 1e-4; a detector's scores)")
+    g = p.add_argument_group("segmentation and detection runs")
+    g.add_argument("--input-size", type=int, nargs=2, metavar=("H", "W"),
+                   help="input height and width (default: the size the run evaluates at: a scenes run's canvas, "
+                        "a COCO run's resolution, Cityscapes' 1024x2048)")
+    g.add_argument("--check-size", type=int, nargs=2, action="append", metavar=("H", "W"),
+                   help="segmentation with --dynamic-resolution: another size to check (repeatable; default 32 "
+                        "and 1 pixel more than the input size)")
+    g.add_argument("--check-images", type=int, default=None, metavar="N",
+                   help="detection: how many of the run's evaluation images the detections are compared on "
+                        "(default 8; 0: seeded random inputs)")
     g = p.add_argument_group("int8 (post-training quantisation)")
     g.add_argument("--int8", action="store_true",
                    help="quantise to int8: QDQ ONNX for ONNX Runtime (uint8 activations, per-channel int8 weights)")

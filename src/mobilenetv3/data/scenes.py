@@ -227,6 +227,12 @@ def scene_source(text: str) -> tuple[SceneConfig, dict[str, int]]:
     return SceneConfig(**options), lengths
 
 
+def canvas_size(text: str) -> tuple[int, int]:
+    """The canvas (height, width) of the scenes named by ``text`` (the options after ``scenes:``): every scene
+    of the name is drawn, and evaluated, at this size."""
+    return scene_source(text)[0].size
+
+
 class FashionScenes(Dataset):
     """One split of the composed scenes; items are ``transform(image, mask)`` (a joint transform of
     :mod:`.seg_transforms`).

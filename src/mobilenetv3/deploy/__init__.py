@@ -11,8 +11,9 @@ imports neither the export nor the quantisation modules.
 Modules: :mod:`.fold` (BatchNorm folding), :mod:`.onnx_export` and :mod:`.onnx_passes` (ONNX export and its
 graph rewrites for ONNX Runtime), :mod:`.litert_export`, :mod:`.quantize` (int8 post-training quantisation),
 :mod:`.fake_quant` and :mod:`.qat_convert` (quantisation-aware training's simulation and its int8 file),
-:mod:`.int8_export` (the one call behind ``mnv3 export --int8``), :mod:`.evaluate` (a file against its float
-model), :mod:`.output` (where a file may be written).
+:mod:`.int8_export` (the one call behind ``mnv3 export --int8``), :mod:`.task_export` (segmentation and detection
+models, the detector with its NMS), :mod:`.evaluate` (a file against its float model), :mod:`.output` (where a file
+may be written).
 """
 
 from __future__ import annotations
@@ -28,14 +29,18 @@ _HOMES = {
     "verify_onnx": "onnx_export",
     "FakeQuantization": "fake_quant", "QATError": "fake_quant", "prepare_qat": "fake_quant",
     "convert_qat": "qat_convert",
+    "TaskExportError": "task_export", "export_detection": "task_export", "export_segmentation": "task_export",
+    "export_task_onnx": "task_export", "verify_detections": "task_export",
     "CalibrationError": "quantize", "Int8Options": "quantize", "QuantizeReport": "quantize",
     "calibration_data": "quantize", "quantize_onnx": "quantize", "quantize_pt2e": "quantize",
 }
 
 __all__ = [
     "CalibrationError", "ExportMismatchError", "ExportReport", "FakeQuantization", "Int8Options", "QATError",
-    "QuantizeReport", "calibrate_bn", "calibrate_bn_on_noise", "calibration_data", "convert_qat", "count_batchnorms",
-    "export_litert", "export_onnx", "fold_bn", "prepare_qat", "quantize_onnx", "quantize_pt2e", "verify_onnx",
+    "QuantizeReport", "TaskExportError", "calibrate_bn", "calibrate_bn_on_noise", "calibration_data", "convert_qat",
+    "count_batchnorms", "export_detection", "export_litert", "export_onnx", "export_segmentation",
+    "export_task_onnx", "fold_bn", "prepare_qat", "quantize_onnx", "quantize_pt2e", "verify_detections",
+    "verify_onnx",
 ]
 
 

@@ -96,20 +96,26 @@ class ExportReport:
     checks: list[dict[str, Any]] = field(default_factory=list)  # per input shape: max abs diff and output scale
     graph_changes: dict[str, int] = field(default_factory=dict)  # what optimize_for_onnxruntime rewrote
     input_layout: str = "nchw"  # input_shape is NCHW (the model's view); the file takes it in this layout
+    outputs: tuple[str, ...] = (OUTPUT_NAME,)  # the file's output names
+    check_inputs: str = "seeded random inputs"  # what the checks fed both runtimes
 
     @property
     def max_abs_diff(self) -> float | None:
-        return max((c["max_abs_diff"] for c in self.checks), default=None)
+        """The largest output difference over the checks that compare one output tensor (a detector's checks
+        compare detections instead: their own keys)."""
+        return max((c["max_abs_diff"] for c in self.checks if "max_abs_diff" in c), default=None)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["input_shape"] = list(self.input_shape)
+        d["outputs"] = list(self.outputs)
         d["max_abs_diff"] = self.max_abs_diff
         return d
 
 
 
-def _export_torchscript(model: nn.Module, x: torch.Tensor, path: str, opset: int, dynamic_axes: dict) -> None:
+def _export_torchscript(model: nn.Module, x: torch.Tensor, path: str, opset: int, dynamic_axes: dict,
+                        output_names: Sequence[str] = (OUTPUT_NAME,)) -> None:
     with warnings.catch_warnings():
         # The exporter's deprecation notice, and tracer/constant-folding notes: the verification below is what
         # tells whether the graph is right.
@@ -117,11 +123,13 @@ def _export_torchscript(model: nn.Module, x: torch.Tensor, path: str, opset: int
         warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
         warnings.filterwarnings("ignore", message="Constant folding")
         torch.onnx.export(model, (x,), path, dynamo=False, opset_version=opset, input_names=[INPUT_NAME],
-                          output_names=[OUTPUT_NAME], dynamic_axes=dynamic_axes or None, do_constant_folding=True)
+                          output_names=list(output_names), dynamic_axes=dynamic_axes or None,
+                          do_constant_folding=True)
 
 
 def _export_dynamo(model: nn.Module, x: torch.Tensor, path: str, opset: int, dynamic_batch: bool,
-                   dynamic_resolution: bool, spatial: tuple[int, int] = (2, 3)) -> None:
+                   dynamic_resolution: bool, spatial: tuple[int, int] = (2, 3),
+                   output_names: Sequence[str] = (OUTPUT_NAME,)) -> None:
     require("onnxscript", extra=None, purpose="the dynamo-based ONNX exporter")
     from torch.export import Dim
 
@@ -132,7 +140,7 @@ def _export_dynamo(model: nn.Module, x: torch.Tensor, path: str, opset: int, dyn
         h, w = spatial
         dims[h], dims[w] = Dim("height", min=x.shape[h] // 2), Dim("width", min=x.shape[w] // 2)
     program = torch.onnx.export(model, (x,), None, dynamo=True, opset_version=opset, input_names=[INPUT_NAME],
-                                output_names=[OUTPUT_NAME], dynamic_shapes=(dims,) if dims else None,
+                                output_names=list(output_names), dynamic_shapes=(dims,) if dims else None,
                                 verbose=False, external_data=False)
     program.save(path)
 
@@ -141,19 +149,24 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, *, resolution: int | 
                 input_shape: Sequence[int] | None = None, dynamic_batch: bool = False,
                 dynamic_resolution: bool = False, opset: int = MIN_OPSET, fold: bool = True,
                 exporter: str = "torchscript", verify: bool = True, atol: float = 1e-4,
-                check_resolutions: Sequence[int] | None = None, seed: int = 0, ort_nchwc: bool = True,
-                input_layout: str = "nchw") -> ExportReport:
+                check_resolutions: Sequence[int | Sequence[int]] | None = None, seed: int = 0,
+                ort_nchwc: bool = True, input_layout: str = "nchw",
+                output_names: Sequence[str] = (OUTPUT_NAME,)) -> ExportReport:
     """Export ``model`` (eval mode, BN folded unless ``fold=False``) to ONNX at ``path`` and check it.
 
     The input is ``(batch, C, resolution, resolution)`` (default: the spec's resolution) or ``input_shape``;
     ``dynamic_batch`` / ``dynamic_resolution`` make those axes symbolic. With ``verify`` (default) the file is
     checked with ``onnx.checker`` and run in ONNX Runtime on seeded random inputs: at the export shape, at
-    batch 2 when the batch is dynamic, and at ``check_resolutions`` (default: two other sizes) when the
-    resolution is dynamic. :class:`ExportMismatchError` is raised when any output differs from eager PyTorch by
-    more than ``atol``; the report lists every check. With ``ort_nchwc`` (default) the graph is rewritten for
-    ONNX Runtime's blocked CPU layout (:func:`optimize_for_onnxruntime`, module doc; ``report.graph_changes``).
+    batch 2 when the batch is dynamic, and at ``check_resolutions`` (sides, or (height, width) pairs; default:
+    32 and 1 pixel more than the export size) when the resolution is dynamic. :class:`ExportMismatchError` is
+    raised when any output differs from eager PyTorch by more than ``atol``; the report lists every check. With
+    ``ort_nchwc`` (default) the graph is rewritten for ONNX Runtime's blocked CPU layout
+    (:func:`optimize_for_onnxruntime`, module doc; ``report.graph_changes``).
     ``input_layout="nhwc"`` makes the file take ``N x H x W x C`` images (shapes and ``input_shape`` stay NCHW, the
-    model's view); the layout is recorded in the file's metadata (:func:`input_layout_of`).
+    model's view); the layout is recorded in the file's metadata (:func:`input_layout_of`). ``output_names``
+    name the model's outputs in the file (one per tensor it returns; the batch axis of each is dynamic with
+    ``dynamic_batch``); the checks here compare a single output, so a model returning several is exported with
+    ``verify=False`` and checked by its caller (:mod:`.task_export` does so for detectors).
     """
     onnx = require("onnx", purpose="ONNX export")
     if input_layout not in INPUT_LAYOUTS:
@@ -167,8 +180,8 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, *, resolution: int | 
     if not isinstance(opset, int) or opset < MIN_OPSET:
         raise ValueError(f"opset must be an integer >= {MIN_OPSET}, got {opset!r}")
     shape = input_shape_for(model, input_shape, resolution, batch)
-    if check_resolutions and not dynamic_resolution and any(r != shape[2] or r != shape[3]
-                                                            for r in check_resolutions):
+    check_sizes = [size_pair(r) for r in check_resolutions or ()]
+    if not dynamic_resolution and any(hw != tuple(shape[2:]) for hw in check_sizes):
         raise ValueError("check_resolutions other than the export size need dynamic_resolution=True")
     if dynamic_resolution and exporter == "torchscript" and any(isinstance(m, SameConv2d) for m in model.modules()):
         raise ValueError("'same'-padded convolutions compute their padding from the input size, which the "
@@ -186,14 +199,15 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, *, resolution: int | 
         spatial = (2, 3) if input_layout == "nchw" else (1, 2)
         axes: dict[str, dict[int, str]] = {}
         if dynamic_batch:
-            axes = {INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}}
+            axes = {INPUT_NAME: {0: "batch"}, **{name: {0: "batch"} for name in output_names}}
         if dynamic_resolution:
             axes.setdefault(INPUT_NAME, {}).update({spatial[0]: "height", spatial[1]: "width"})
         with torch.no_grad():
             if exporter == "torchscript":
-                _export_torchscript(graph_model, x, path, opset, axes)
+                _export_torchscript(graph_model, x, path, opset, axes, output_names)
             else:
-                _export_dynamo(graph_model, x, path, opset, dynamic_batch, dynamic_resolution, spatial)
+                _export_dynamo(graph_model, x, path, opset, dynamic_batch, dynamic_resolution, spatial,
+                               output_names)
         proto = onnx.load(path)
         changes = optimize_for_onnxruntime(proto) if ort_nchwc else {}
         record_input_layout(proto, input_layout)
@@ -201,15 +215,17 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, *, resolution: int | 
         written_opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), opset)
         ops = dict(sorted(Counter(n.op_type for n in proto.graph.node).items()))
         report = ExportReport(path, exporter, written_opset, shape, dynamic_batch, dynamic_resolution, fold, ops,
-                              atol, graph_changes=changes, input_layout=input_layout)
+                              atol, graph_changes=changes, input_layout=input_layout,
+                              outputs=tuple(output_names))
         if verify:
             onnx.checker.check_model(proto)
             shapes = [shape]
             if dynamic_batch:
                 shapes.append((2 if shape[0] != 2 else 3, *shape[1:]))
             if dynamic_resolution:
-                extra = check_resolutions or (shape[2] + 32, shape[2] + 1)
-                shapes += [(shape[0], shape[1], r, r) for r in extra if (r, r) != shape[2:]]
+                h, w = shape[2:]
+                extra = check_sizes or [(h + 32, w + 32), (h + 1, w + 1)]
+                shapes += [(shape[0], shape[1], *hw) for hw in extra if hw != (h, w)]
             report.checks.extend(verify_onnx(path, model, shapes, seed=seed, input_layout=input_layout))
             worst = report.max_abs_diff
             if worst is not None and worst > atol:
@@ -220,6 +236,14 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, *, resolution: int | 
         return report
     finally:
         model.train(was_training)
+
+
+def size_pair(size: int | Sequence[int]) -> tuple[int, int]:
+    """``(height, width)`` of a side or a pair."""
+    if isinstance(size, int):
+        return size, size
+    h, w = (int(v) for v in size)
+    return h, w
 
 
 def verify_onnx(path: str | os.PathLike, model: nn.Module, shapes: Sequence[Sequence[int]], *, seed: int = 0,

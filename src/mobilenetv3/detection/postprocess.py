@@ -32,6 +32,15 @@ def class_scores(cls_logits: torch.Tensor, classification: str) -> torch.Tensor:
     return cls_logits.sigmoid()
 
 
+def candidates(cls_logits: torch.Tensor, box_regression: torch.Tensor, anchors: torch.Tensor, spec: DetSpec,
+               image_size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """What :func:`postprocess` chooses from: every anchor's foreground scores ``(B, A, C)`` and its decoded box,
+    clipped, in input pixels ``(B, A, 4)`` (steps 1 and 2, the same operations)."""
+    boxes = BoxCoder(spec.box_weights).decode(box_regression, anchors).clamp(0.0, 1.0)
+    h, w = image_size
+    return class_scores(cls_logits, spec.classification), boxes * boxes.new_tensor([w, h, w, h])
+
+
 def postprocess(cls_logits: torch.Tensor, box_regression: torch.Tensor, anchors: torch.Tensor, spec: DetSpec,
                 image_size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """``(boxes, scores, labels, num_detections)`` (module docstring) from head outputs ``(B, A, slots)`` and

@@ -78,6 +78,13 @@ class Task(ABC):
         return spec.resolution
 
     @classmethod
+    def eval_input_size(cls, data_info: Mapping[str, Any]) -> tuple[int, int]:
+        """The (height, width) a run's evaluation feeds its model, from the run's recorded data section: the
+        recorded resolution, square, by default (what an export of the run is shaped for unless told)."""
+        r = int(data_info["resolution"])
+        return r, r
+
+    @classmethod
     def with_run_options(cls, spec: Any, changes: Mapping[str, Any]) -> Any:
         """``spec`` with a run's resolution, dropout and BN momentum (``changes``, those given) applied."""
         return spec.replace(**changes)

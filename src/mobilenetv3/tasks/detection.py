@@ -27,8 +27,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..data.det_loader import load_detection_dataset
+from ..data.det_loader import load_detection_dataset, parse_det_name
 from ..data.det_transforms import to_original
+from ..data.scenes import canvas_size
 from ..detection import (
     BoxCoder,
     DetectionModel,
@@ -95,6 +96,16 @@ class DetectionTask(Task):
     @classmethod
     def spec_resolution(cls, spec: DetSpec) -> int:
         return spec.resolution
+
+    @classmethod
+    def eval_input_size(cls, data_info: Mapping[str, Any]) -> tuple[int, int]:
+        """A scenes run's canvas (scenes are evaluated as drawn); for COCO the recorded resolution, square (the
+        evaluation resizes every image to it; 320 for runs that recorded none)."""
+        kind, argument = parse_det_name(data_info["name"])
+        if kind == "scenes":
+            return canvas_size(argument)
+        r = int(data_info.get("resolution") or 320)
+        return r, r
 
     @classmethod
     def with_run_options(cls, spec: DetSpec, changes: Mapping[str, Any]) -> DetSpec:

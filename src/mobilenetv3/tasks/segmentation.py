@@ -23,9 +23,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..data import IGNORE_INDEX, collate, load_segmentation_dataset
+from ..data.scenes import canvas_size
+from ..data.seg_loader import parse_seg_name
 from ..segmentation import SegmentationModel, SegSpec, get_seg_spec
 from .base import Reduce, Task, autocast_context, to_device
 from .seg_metrics import ConfusionMatrix
+
+CITYSCAPES_FRAME = (1024, 2048)  # every Cityscapes image (height, width)
 
 
 def resize_logits(logits: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
@@ -74,6 +78,12 @@ class SegmentationTask(Task):
     @classmethod
     def spec_resolution(cls, spec: SegSpec) -> int:
         return spec.backbone.resolution
+
+    @classmethod
+    def eval_input_size(cls, data_info: Mapping[str, Any]) -> tuple[int, int]:
+        """Evaluation takes whole images: a scenes run's canvas, Cityscapes' frames (:data:`CITYSCAPES_FRAME`)."""
+        kind, argument = parse_seg_name(data_info["name"])
+        return canvas_size(argument) if kind == "scenes" else CITYSCAPES_FRAME
 
     @classmethod
     def with_run_options(cls, spec: SegSpec, changes: Mapping[str, Any]) -> SegSpec:
