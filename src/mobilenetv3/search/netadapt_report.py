@@ -78,10 +78,12 @@ def write_report(out: str | Path, header: dict[str, Any], records: list[dict[str
         written["plot"] = png
     o, lat = header["options"], header["latency"]
     target = f"{o['target_ratio']} x the seed's latency" if o.get("target_ratio") else f"{o['target_ms']} ms"
+    cut_basis = ("latency, each proposal's cut measured end to end" if o.get("proposal_latency", "table") == "measured"
+                 else "predicted latency (the table's prediction)")
     lines = ["# NetAdapt run", "",
              f"Seed: `{header['seed_run']}`. Latency: {lat['runtime']}, {lat['threads']} thread(s), "
              f"{lat['resolution']} px, {lat.get('cpu')}. Target {target}; delta {o['delta_ratio']} x the seed's "
-             f"predicted latency; T = {o['steps_per_proposal']} fine-tune steps per proposal; metric "
+             f"{cut_basis}; T = {o['steps_per_proposal']} fine-tune steps per proposal; metric "
              f"{o['metric']}.", "",
              "| step | change | proposals | predicted ms | measured ms | measured / seed | holdout top-1 |",
              "|---:|---|---:|---:|---:|---:|---:|"]
@@ -90,7 +92,7 @@ def write_report(out: str | Path, header: dict[str, Any], records: list[dict[str
                      f"{r['measured_ms']:.4f} | {r['measured_ratio']:.3f} | {r['accuracy']:.2f}% |")
     lines.append("")
     if done is not None:
-        verdict = {"target": "reached the target", "no_proposal": "stopped: no width could cut delta more (target "
+        verdict = {"target": "reached the target", "no_proposal": "stopped: no proposal could cut delta more (target "
                    "not reached)", "max_steps": "stopped at the step limit"}[done["reason"]]
         lines.append(f"Result: {verdict} after {done['steps']} step(s); final spec `final/spec.json`, weights "
                      "`final/weights.safetensors`.")
