@@ -63,12 +63,12 @@ class TargetAlreadyMet(NetAdaptError):
 
 @dataclass(frozen=True)
 class NetAdaptOptions:
-    """``target_ratio`` (of the seed's measured latency) or ``target_ms``; ``delta_ratio`` x the seed's predicted
-    latency is the least cut of a proposal; ``steps_per_proposal`` is T; ``metric`` ``ratio`` (dAcc/|dLat|) or
-    ``drop``; ``finetune_lr`` the fine-tune's constant learning rate; ``measure_rounds`` the interleaved rounds of
-    each end-to-end measurement; ``proposal_latency`` ``measured`` (each proposal's cut timed end to end, the
-    table only choosing where to look, up to ``confirm_batches`` batches a step) or ``table`` (the table's
-    prediction alone)."""
+    """``target_ratio`` (of the seed's measured latency) or ``target_ms``; ``delta_ratio`` x the seed's latency
+    (measured, or the table's prediction with ``proposal_latency="table"``) is the least cut of a proposal;
+    ``steps_per_proposal`` is T; ``metric`` ``ratio`` (dAcc/|dLat|) or ``drop``; ``finetune_lr`` the
+    fine-tune's constant learning rate; ``measure_rounds`` the interleaved rounds of each end-to-end measurement;
+    ``proposal_latency`` ``measured`` (each proposal's cut timed end to end, the table only choosing where to
+    look, up to ``confirm_batches`` batches a step) or ``table`` (the table's prediction alone)."""
 
     target_ratio: float | None = 0.8
     target_ms: float | None = None
