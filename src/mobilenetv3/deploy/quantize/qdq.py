@@ -26,6 +26,7 @@ from .calibration import calibration_reader, check_calibration
 from .options import SE_POOLS, Int8Options
 from .passes import (
     float_nodes,
+    float_ops,
     int8_hardswish,
     materialize_shared_initializers,
     reduce_mean_to_global_pool,
@@ -53,6 +54,7 @@ class QuantizeReport:
     ops: dict[str, int]
     checks: dict[str, Any] = field(default_factory=dict)
     input_layout: str = "nchw"  # input_shape is NCHW; the file takes it in this layout
+    float_ops: dict[str, int] = field(default_factory=dict)  # what computes in float (passes.float_ops)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -145,7 +147,7 @@ def quantize_onnx(model: nn.Module, path: str | os.PathLike, calibration: Sequen
         ops = dict(sorted(Counter(n.op_type for n in q_proto.graph.node).items()))
         report = QuantizeReport(str(path), str(float_path) if float_path is not None else None, "onnxruntime",
                                 options.to_dict(), shape, dynamic_batch, len(calibration), changes, ops,
-                                input_layout=input_layout)
+                                input_layout=input_layout, float_ops=float_ops(q_proto))
         if verify:
             report.checks = compare_onnx_with_model(path, model, calibration[: min(len(calibration), 32)])
             if options.activation_type == "uint8" and not options.reduce_range and u8s8_saturates():
