@@ -1,10 +1,12 @@
 """How a deployed file compares with its float model: logits of an ONNX file, agreement and error against the
-model's, and top-1 over a dataset of ``(image, label)`` items in ONNX Runtime, OpenVINO or PyTorch."""
+model's (per image for a classifier, per pixel for segmentation logits), and top-1 over a dataset of
+``(image, label)`` items in ONNX Runtime, OpenVINO or PyTorch."""
 
 from __future__ import annotations
 
+import math
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import numpy as np
@@ -29,23 +31,69 @@ def onnx_logits(path_or_session: Any, batches: Iterable[np.ndarray], threads: in
                            for b in batches])
 
 
-def compare_onnx_with_model(path: str | os.PathLike, model: nn.Module, batches: Sequence[np.ndarray]
+def compare_onnx_with_model(path: str | os.PathLike, model: nn.Module, batches: Iterable[np.ndarray]
                             ) -> dict[str, Any]:
-    """Argmax agreement and logit error of an (int8) ONNX file against the float ``model`` on ``batches``."""
-    got = onnx_logits(path, batches)
-    with torch.no_grad():
-        want = torch.cat([model.eval()(torch.from_numpy(b)) for b in batches]).numpy()
-    return compare_outputs(got, want)
+    """Argmax agreement and logit error of an (int8) ONNX file against the float ``model`` on ``batches``
+    (NCHW; fed in the layout the file records), batch by batch (:class:`OutputComparison`), so that dense
+    outputs (segmentation logits at the input's size) are never all held at once."""
+    from ..runtime.onnxruntime import ort_session
+
+    layout = input_layout_of(path)
+    session = ort_session(path, torch.get_num_threads())
+    name = session.get_inputs()[0].name
+    comparison = OutputComparison()
+    model.eval()
+    for b in batches:
+        b = np.asarray(b, np.float32)
+        got = session.run(None, {name: to_layout(b, layout)})[0]
+        with torch.no_grad():
+            want = model(torch.from_numpy(b)).numpy()
+        comparison.add(got, want)
+    return comparison.result()
+
+
+class OutputComparison:
+    """Outputs compared with reference outputs, accumulated batch by batch: the argmax agreement over axis 1 (the
+    classes: per image for ``N x K`` logits, per pixel for ``N x K x H x W``) and the absolute error, the relative
+    one taken against the range of the reference."""
+
+    def __init__(self) -> None:
+        self.images = self.positions = self.agreeing = self.elements = 0
+        self.abs_sum, self.abs_max = 0.0, 0.0
+        self.low, self.high = math.inf, -math.inf
+
+    def add(self, got: np.ndarray, want: np.ndarray) -> None:
+        got, want = np.asarray(got), np.asarray(want)
+        if got.shape != want.shape:
+            raise ValueError(f"outputs of shape {list(got.shape)} compared with reference outputs of shape "
+                             f"{list(want.shape)}")
+        agree = got.argmax(1) == want.argmax(1)
+        diff = np.abs(got.astype(np.float64) - want)
+        self.images += int(want.shape[0])
+        self.positions += agree.size
+        self.agreeing += int(agree.sum())
+        self.elements += diff.size
+        self.abs_sum += float(diff.sum())
+        self.abs_max = max(self.abs_max, float(diff.max()))
+        self.low, self.high = min(self.low, float(want.min())), max(self.high, float(want.max()))
+
+    def result(self) -> dict[str, Any]:
+        """``images``, ``argmax_positions`` (images, or pixels for dense outputs), ``argmax_agreement`` (a
+        fraction of them), ``max_abs_diff``, ``mean_abs_diff``, ``relative_max_diff``."""
+        if not self.positions:
+            raise ValueError("no outputs were compared")
+        spread = (self.high - self.low) or 1.0
+        return {"images": self.images, "argmax_positions": self.positions,
+                "argmax_agreement": self.agreeing / self.positions, "max_abs_diff": self.abs_max,
+                "mean_abs_diff": self.abs_sum / self.elements, "relative_max_diff": self.abs_max / spread}
 
 
 def compare_outputs(got: np.ndarray, want: np.ndarray) -> dict[str, Any]:
-    """Argmax agreement (fraction) and absolute logit error of ``got`` against ``want`` (rows are images); the
-    relative error is taken against the range of ``want``."""
-    spread = float(want.max() - want.min()) or 1.0
-    diff = np.abs(got - want)
-    return {"images": int(want.shape[0]), "argmax_agreement": float((got.argmax(1) == want.argmax(1)).mean()),
-            "max_abs_diff": float(diff.max()), "mean_abs_diff": float(diff.mean()),
-            "relative_max_diff": float(diff.max()) / spread}
+    """Argmax agreement (fraction) and absolute logit error of ``got`` against ``want`` (rows are images; dense
+    outputs agree pixel by pixel), as :class:`OutputComparison` gives them for one batch."""
+    comparison = OutputComparison()
+    comparison.add(got, want)
+    return comparison.result()
 
 
 def top1(dataset: Any, predict: Callable[[torch.Tensor], Any], *, limit: int | None = None, batch_size: int = 64,
@@ -113,3 +161,4 @@ def evaluate_torch(model: nn.Module, dataset: Any, *, limit: int | None = None, 
         model.eval()
     with torch.no_grad():
         return top1(dataset, model, limit=limit, batch_size=batch_size)
+
