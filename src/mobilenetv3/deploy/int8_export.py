@@ -1,10 +1,12 @@
 """One call for an int8 file, as ``mnv3 export --int8`` writes it: the toolchain's extras checked before any
 image is read, calibration images drawn (:func:`~.quantize.calibration_for`), then ONNX Runtime's QDQ file for
-a target runtime, the conversion of a quantisation-aware-trained model, or a PT2E program."""
+a target runtime, the conversion of a quantisation-aware-trained model, or a PT2E program. A segmentation run's
+file comes through :func:`~.task_export.export_task_int8`, which picks its size and calls this."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from typing import Any
 
 from torch import nn
@@ -22,16 +24,18 @@ from .quantize.qdq import quantize_onnx
 
 def export_int8(model: nn.Module, path: str | os.PathLike, calibration_source: str, *,
                 samples: int = DEFAULT_CALIBRATION_SAMPLES, run_data: dict[str, Any] | None = None,
-                toolchain: str = DEFAULT_TOOLCHAIN, target: str = "onnxruntime", resolution: int | None = None,
-                batch: int = 1, dynamic_batch: bool = False, input_layout: str = "nchw",
-                qat: tuple[nn.Module, FakeQuantization] | None = None) -> dict[str, Any]:
+                toolchain: str = DEFAULT_TOOLCHAIN, target: str = "onnxruntime",
+                resolution: int | Sequence[int] | None = None, batch: int = 1, dynamic_batch: bool = False,
+                input_layout: str = "nchw", qat: tuple[nn.Module, FakeQuantization] | None = None,
+                task: str = "classification") -> dict[str, Any]:
     """Write ``model`` as an int8 file at ``path`` and return its report as a dict (with ``calibration_data``, a
     label for where the calibration images came from, and ``target`` for an ONNX Runtime QDQ file).
 
-    ``calibration_source`` and ``run_data``: as :func:`~.quantize.calibration_for` takes them (``samples``
-    images). ``toolchain``: ``onnxruntime`` (a QDQ ONNX file shaped for ``target``, one of
-    :data:`~.quantize.INT8_TARGETS`) or ``pt2e`` (a ``torch.export`` program). ``qat``: a quantisation-aware-
-    trained model and its fake quantisation; the file then takes the ranges it learned
+    ``calibration_source``, ``run_data`` and ``task`` (the run's; a segmentation run calibrates on its task's
+    evaluation data): as :func:`~.quantize.calibration_for` takes them (``samples`` images). ``resolution``: a
+    side or (height, width) (default: the spec's). ``toolchain``: ``onnxruntime`` (a QDQ ONNX file shaped for
+    ``target``, one of :data:`~.quantize.INT8_TARGETS`) or ``pt2e`` (a ``torch.export`` program). ``qat``: a
+    quantisation-aware-trained model and its fake quantisation; the file then takes the ranges it learned
     (:func:`~.qat_convert.convert_qat`; the calibration images only feed the checks), which needs the
     ``onnxruntime`` toolchain and target and NCHW input, the graph the training simulated (:class:`QATError`).
     """
@@ -50,7 +54,7 @@ def export_int8(model: nn.Module, path: str | os.PathLike, calibration_source: s
         pt2e_modules()
     shape = input_shape_for(model, None, resolution, batch)
     calibration, source = calibration_for(calibration_source, shape, samples=samples, run_data=run_data,
-                                          dynamic_batch=dynamic_batch)
+                                          dynamic_batch=dynamic_batch, task=task)
     if qat is not None:
         qat_model, fake_quant = qat
         result = convert_qat(qat_model, fake_quant, path, calibration, input_shape=shape,
