@@ -208,6 +208,9 @@ def test_what_eval_file_and_int8_refuse_is_said_clearly(seg_run, det_run, tmp_pa
          "an int8 file takes one size"),
         (("export", seg_run, "--int8", "--calib-data", str(tmp_path), "--out", tmp_path / "s.onnx"),
          "no calibration images in"),
+        (("export", seg_run, "--int8-reduce-range", "--out", tmp_path / "s.onnx"), "apply to --int8 exports"),
+        (("export", seg_run, "--int8", "--int8-toolchain", "pt2e", "--int8-reduce-range", "--out", tmp_path / "s.pt2"),
+         "--int8-reduce-range shapes the QDQ ONNX graph; it does not apply to --int8-toolchain pt2e"),
     ]
     for argv, words in cases:
         code, out, err = run(capsys, *argv)
