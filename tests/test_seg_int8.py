@@ -221,6 +221,26 @@ def test_what_eval_file_and_int8_refuse_is_said_clearly(seg_run, det_run, tmp_pa
 
 
 # -- the pieces ---------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", ["lraspp_mobilenet_v3_small", "lraspp_mobilenet_v3_large"])
+def test_padding_widens_the_skip_that_reads_a_padded_depthwise_output(name):
+    """LR-ASPP's skip reads DeepLab's depthwise end point: at width 1.0 that block has 88 (Small) or 120 (Large)
+    channels, padded to 96 or 128 for int8, and the skip's classifier must take the extra (zero) channels."""
+    from mobilenetv3.deploy import calibrate_bn_on_noise, fold_bn
+    from mobilenetv3.deploy.quantize import int8_ready
+    from mobilenetv3.segmentation import SegmentationModel
+
+    model = SegmentationModel(get_seg_spec(name, 1.0).replace(num_classes=3))
+    calibrate_bn_on_noise(model, 64)
+    tap = model.low_tap
+    assert tap.kind == "depthwise" and tap.channels % 16
+    prepared = int8_ready(model.eval())
+    assert prepared.head.classify_low.in_channels == tap.channels + (-tap.channels) % 16
+    assert prepared.backbone.features[tap.block].dw.conv.out_channels == prepared.head.classify_low.in_channels
+    x = torch.randn(1, 3, 64, 96, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert (prepared(x) - fold_bn(model)(x)).abs().max() < 1e-4
+
+
 def test_keep_float_names_the_backbone_however_it_is_called():
     from onnx import helper
 
