@@ -95,16 +95,28 @@ def example_input(model: nn.Module, resolution: int | Sequence[int] | None = Non
 
 
 
-def input_shape_for(model: nn.Module, input_shape: Sequence[int] | None = None, resolution: int | None = None,
-                    batch: int = 1) -> tuple[int, ...]:
-    """The (N, C, H, W) shape to feed ``model``: ``input_shape`` checked against its spec, else built from
-    ``resolution`` (default: the spec's) and the spec's channels (3 for a module without a spec)."""
+def input_spec(model: nn.Module) -> ArchSpec | None:
+    """The spec that says what ``model`` takes as input: its own (a classifier) or its backbone's
+    (``backbone_spec``: a segmentation or detection model); None for other modules."""
     spec = model_spec(model)
+    if spec is None:
+        backbone = getattr(model, "backbone_spec", None)
+        spec = backbone if isinstance(backbone, ArchSpec) else None
+    return spec
+
+
+def input_shape_for(model: nn.Module, input_shape: Sequence[int] | None = None,
+                    resolution: int | Sequence[int] | None = None, batch: int = 1) -> tuple[int, ...]:
+    """The (N, C, H, W) shape to feed ``model``: ``input_shape`` checked against its spec (a task model's: its
+    backbone's, :func:`input_spec`), else built from ``resolution`` (a side or (height, width); default: the
+    spec's) and the spec's channels (3 for a module without a spec)."""
+    spec = input_spec(model)
     if input_shape is None:
         if spec is None and resolution is None:
             raise ValueError("give input_shape or resolution for a module without a spec")
         res = resolution or spec.resolution
-        input_shape = (batch, spec.in_channels if spec is not None else 3, res, res)
+        h, w = (res, res) if isinstance(res, int) else (int(res[0]), int(res[1]))
+        input_shape = (batch, spec.in_channels if spec is not None else 3, h, w)
     input_shape = tuple(int(v) for v in input_shape)
     if spec is not None:
         check_input_shape(spec, input_shape)

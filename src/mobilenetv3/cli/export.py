@@ -1,5 +1,5 @@
-"""`mnv3 export`: a model or a run to ONNX (float or int8) or LiteRT, checked against PyTorch; a segmentation or
-detection run to float ONNX (the detector with its NMS), checked the same way."""
+"""`mnv3 export`: a model or a run to ONNX (float or int8) or LiteRT, checked against PyTorch; a segmentation run
+to float or int8 ONNX, a detection run to float ONNX (the detector with its NMS), checked the same way."""
 
 from __future__ import annotations
 
@@ -25,31 +25,38 @@ def calibration_source(args: argparse.Namespace, trained: bool) -> tuple[str, di
     return source, run_data
 
 
-def export_int8_file(args: argparse.Namespace, model, trained: bool) -> int:
+def export_int8_file(args: argparse.Namespace, model, trained: bool, task: str = "classification",
+                     size: tuple[int, int] | None = None) -> int:
+    """A classifier or a segmentation run (``task``; ``size``: its --input-size) to int8 (``--int8``)."""
     from ..deploy.int8_export import export_int8
     from ..deploy.output import OutputPathError
+    from ..deploy.task_export import TaskExportError, export_task_int8
     from ..extras import MissingExtraError
 
     source, run_data = calibration_source(args, trained)
     qat = None
-    if trained and args.int8_toolchain == "onnxruntime":
+    if trained and task == "classification" and args.int8_toolchain == "onnxruntime":
         from ..train.qat_phase import prepared_from_run, qat_state_of
 
         if qat_state_of(args.name, args.checkpoint, args.weights) is not None:
-            if args.int8_target != "onnxruntime" or args.input_layout != "nchw":
+            if args.int8_target != "onnxruntime" or args.input_layout != "nchw" or args.int8_reduce_range:
                 raise CLIError(f"{args.name} was trained with quantisation-aware training, which simulates the "
-                               f"onnxruntime target's graph with NCHW input; export it with --int8-target "
-                               f"onnxruntime and without --input-layout")
+                               f"onnxruntime target's graph with NCHW input and 8-bit weights; export it with "
+                               f"--int8-target onnxruntime, without --input-layout and --int8-reduce-range")
             qat = prepared_from_run(args.name, args.checkpoint, args.weights)  # its learned activation ranges
+    common = dict(samples=args.calib_samples, toolchain=args.int8_toolchain, target=args.int8_target,
+                  batch=args.batch, dynamic_batch=args.dynamic_batch, input_layout=args.input_layout,
+                  reduce_range=args.int8_reduce_range)
     try:
-        result = export_int8(model, args.out, source, samples=args.calib_samples, run_data=run_data,
-                             toolchain=args.int8_toolchain, target=args.int8_target, resolution=args.resolution,
-                             batch=args.batch, dynamic_batch=args.dynamic_batch, input_layout=args.input_layout,
-                             qat=qat)
-    except (MissingExtraError, OutputPathError) as e:
+        if task == "classification":
+            result = export_int8(model, args.out, source, run_data=run_data, resolution=args.resolution, qat=qat,
+                                 **common)
+        else:
+            result = export_task_int8(model, task, run_data, args.out, source, size=size, **common)
+    except (MissingExtraError, OutputPathError, TaskExportError) as e:
         raise CLIError(str(e)) from None
     source = result.pop("calibration_data")
-    result.update({"ok": True, "trained_weights": trained, "calibration_data": source})
+    result.update({"ok": True, "trained_weights": trained, "calibration_data": source, "task": task})
     if args.json:
         print_json(result)
         return 0
@@ -65,8 +72,16 @@ def export_int8_file(args: argparse.Namespace, model, trained: bool) -> int:
         print("graph changes: " + ", ".join(f"{k} {v}" for k, v in result["graph_changes"].items()))
     if result.get("ops"):
         print("ops: " + ", ".join(f"{k} {v}" for k, v in result["ops"].items()))
-    print(f"check on {checks['images']} calibration images: argmax agrees with float on "
-          f"{100 * checks['argmax_agreement']:.1f}%, max |int8 - float| {checks['max_abs_diff']:.3g} "
+    if result.get("float_ops"):
+        print("computed in float: " + ", ".join(f"{k} {v}" for k, v in result["float_ops"].items())
+              + f" (kept float: {', '.join(result['options']['keep_float']) or 'nothing'}"
+              + ("; OpenVINO runs each convolution with its activation as one int8 kernel)"
+                 if result.get("target") == "openvino" else ")"))
+    pixels = checks.get("argmax_positions", checks["images"])
+    dense = pixels != checks["images"]
+    print(f"check on {checks['images']} calibration images: {'per-pixel ' if dense else ''}argmax agrees with float "
+          f"on {100 * checks['argmax_agreement']:.1f}%" + (f" of {pixels:,} pixels" if dense else "")
+          + f", max |int8 - float| {checks['max_abs_diff']:.3g} "
           f"({100 * checks['relative_max_diff']:.1f}% of the float logits' range)"
           + ("" if trained else " (random weights)"))
     if "qat" in checks:
@@ -98,12 +113,13 @@ def print_output_checks(report, runner: str = "ONNX Runtime") -> None:
 
 
 def export_task_file(args: argparse.Namespace, model, task: str, data_info: dict) -> int:
-    """A segmentation or detection run to float ONNX (:func:`mobilenetv3.deploy.export_task_onnx`)."""
+    """A segmentation or detection run to float ONNX (:func:`mobilenetv3.deploy.export_task_onnx`), a
+    segmentation run to int8 ONNX (``--int8``: :func:`mobilenetv3.deploy.export_task_int8`)."""
     from ..deploy import ExportMismatchError, TaskExportError, export_task_onnx
     from ..deploy.output import OutputPathError
     from ..extras import MissingExtraError
 
-    if args.int8:
+    if args.int8 and task != "segmentation":
         raise CLIError(f"--int8 export of {task} runs is not supported yet: export float ONNX (leave out --int8)")
     if args.format != "onnx":
         raise CLIError(f"--format {args.format} is not supported for {task} runs yet: use --format onnx")
@@ -112,6 +128,11 @@ def export_task_file(args: argparse.Namespace, model, task: str, data_info: dict
     if args.check_images is not None and (task != "detection" or args.check_images < 0):
         raise CLIError("--check-images N (N >= 0) applies to detection runs")
     size = args.input_size or args.resolution
+    if args.int8:
+        if args.check_size:
+            raise CLIError("--check-size checks a float file of dynamic resolution; an int8 file takes one size "
+                           "(--input-size H W)")
+        return export_int8_file(args, model, True, task, size)
     try:
         report = export_task_onnx(
             model, task, data_info, args.out, size=size, check_sizes=args.check_size,
@@ -167,10 +188,12 @@ def cmd_export(args: argparse.Namespace) -> int:
         raise CLIError("--int8 writes ONNX (or a .pt2 with --int8-toolchain pt2e) at a fixed resolution "
                        "(no --format litert, no --dynamic-resolution)")
     if not args.int8 and (args.calib_data is not None or args.int8_toolchain != "onnxruntime"
-                          or args.int8_target != "onnxruntime"):
-        raise CLIError("--calib-data, --int8-toolchain and --int8-target apply to --int8 exports")
-    if args.int8_toolchain == "pt2e" and args.int8_target != "onnxruntime":
-        raise CLIError("--int8-target chooses the QDQ ONNX graph; it does not apply to --int8-toolchain pt2e")
+                          or args.int8_target != "onnxruntime" or args.int8_reduce_range):
+        raise CLIError("--calib-data, --int8-toolchain, --int8-target and --int8-reduce-range apply to --int8 exports")
+    for option, given in (("--int8-target", args.int8_target != "onnxruntime"),
+                          ("--int8-reduce-range", args.int8_reduce_range)):
+        if args.int8_toolchain == "pt2e" and given:
+            raise CLIError(f"{option} shapes the QDQ ONNX graph; it does not apply to --int8-toolchain pt2e")
     if args.int8 and args.calib_samples < 1:
         raise CLIError(f"--calib-samples must be a positive integer, got {args.calib_samples}")
     model, trained = load_model(args.name, args.spec, args.width_mult, args.checkpoint, args.weights,
@@ -248,15 +271,20 @@ def register(sub) -> None:
                         "(default 8; 0: seeded random inputs)")
     g = p.add_argument_group("int8 (post-training quantisation)")
     g.add_argument("--int8", action="store_true",
-                   help="quantise to int8: QDQ ONNX for ONNX Runtime (uint8 activations, per-channel int8 weights)")
+                   help="quantise to int8: QDQ ONNX for ONNX Runtime (uint8 activations, per-channel int8 weights); "
+                        "classifiers and segmentation runs (at --input-size, default the size the run evaluates at)")
     g.add_argument("--calib-data", metavar="fashion-mnist|FOLDER|noise",
                    help="calibration images (default for a RUN_DIR: its own training data); FOLDER: ImageNet "
-                        "layout or any folder of images; noise: seeded random inputs, for timing only")
+                        "layout or any folder of images; noise: seeded random inputs, for timing only; a "
+                        "segmentation run: its data (default) or other segmentation data (scenes:..., cityscapes:...)")
     g.add_argument("--calib-samples", type=int, default=256, metavar="N", help="calibration images (default 256)")
     g.add_argument("--int8-target", choices=("onnxruntime", "openvino"), default="onnxruntime",
                    help="the runtime the QDQ file is shaped for: onnxruntime (default; integer hard-swish) or "
                         "openvino (no quantisation between a convolution and its activation, which OpenVINO fuses; "
                         "ONNX Runtime runs that file too, slower)")
+    g.add_argument("--int8-reduce-range", action="store_true",
+                   help="7-bit weights: for CPUs with AVX2 but no VNNI (e.g. AMD Zen 3), whose uint8 x int8 products "
+                        "saturate in ONNX Runtime; the export's check notes when this CPU is one")
     g.add_argument("--int8-toolchain", choices=("onnxruntime", "pt2e"), default="onnxruntime",
                    help="onnxruntime (default, measured faster) or pt2e: PyTorch PT2E with the X86InductorQuantizer, "
                         "written as a torch.export program (.pt2; needs torchao)")

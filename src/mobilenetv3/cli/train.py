@@ -50,11 +50,22 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    from ..extras import MissingExtraError
     from ..train import evaluate_run
 
-    result = evaluate_run(args.run_dir, data=args.data, data_dir=args.data_dir, split=args.split,
-                          weights=args.weights, checkpoint=args.checkpoint, batch_size=args.batch_size,
-                          device=args.device, workers=args.workers, limit=args.limit)
+    if args.file is None and args.runtime is not None:
+        raise CLIError("--runtime runs an exported file: give it with --file F.onnx")
+    if args.file is not None and ((args.weights, args.checkpoint) != ("ema", "last")
+                                  or args.device not in ("auto", "cpu")):
+        raise CLIError("--weights, --checkpoint and --device choose the run's model; --file evaluates the file "
+                       "(its weights are fixed; it runs on the CPU)")
+    try:
+        result = evaluate_run(args.run_dir, data=args.data, data_dir=args.data_dir, split=args.split,
+                              weights=args.weights, checkpoint=args.checkpoint, batch_size=args.batch_size,
+                              device=args.device, workers=args.workers, limit=args.limit, file=args.file,
+                              runtime=args.runtime or "onnxruntime")
+    except MissingExtraError as e:
+        raise CLIError(str(e)) from None
     coco_results = result.pop("coco_results", None)
     if coco_results is not None and args.results:
         from ..tasks.det_metrics import write_results
@@ -69,9 +80,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if "map" in result:
         print_detection(result, args.results if coco_results is not None else None)
         return 0
-    print(f"{result['run_dir']} ({result['checkpoint']} checkpoint, {result['weights']} weights) on "
-          f"{result['data']} {result['split']}, {result['count']:,} images: top-1 {result['top1']:.2f}%, "
-          f"top-5 {result['top5']:.2f}%, loss {result['loss']:.4f}")
+    print(f"{evaluated(result)} on {result['data']} {result['split']}, {result['count']:,} images: top-1 "
+          f"{result['top1']:.2f}%, top-5 {result['top5']:.2f}%, loss {result['loss']:.4f}")
     classes = result["classes"]
     print()
     print(table(["class", "images", "accuracy"],
@@ -87,11 +97,18 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def evaluated(result: dict) -> str:
+    """What was evaluated: the run's checkpoint, or a file exported from it and the runtime that ran it."""
+    if "file" in result:
+        return f"{result['file']} ({result['runtime']}; run {result['run_dir']})"
+    return f"{result['run_dir']} ({result['checkpoint']} checkpoint, {result['weights']} weights)"
+
+
 def print_segmentation(result: dict) -> None:
     """What `mnv3 eval` prints for a segmentation run: mIoU, pixel accuracy, IoU and pixels per class."""
-    print(f"{result['run_dir']} ({result['checkpoint']} checkpoint, {result['weights']} weights) on "
-          f"{result['data']} {result['split']}, {result['count']:,} images ({result['pixels']:,} labelled pixels): "
-          f"mIoU {result['miou']:.2f}%, pixel accuracy {result['pixel_acc']:.2f}%, loss {result['loss']:.4f}")
+    print(f"{evaluated(result)} on {result['data']} {result['split']}, {result['count']:,} images "
+          f"({result['pixels']:,} labelled pixels): mIoU {result['miou']:.2f}%, pixel accuracy "
+          f"{result['pixel_acc']:.2f}%, loss {result['loss']:.4f}")
     print()
     print(table(["class", "pixels", "IoU"],
                 [[name, sum(row), "-" if iou is None else f"{iou:.2f}%"]
@@ -292,8 +309,15 @@ def register(sub) -> None:
 
     p = sub.add_parser("eval", help="evaluate a training run: top-1, top-5, per-class accuracy, confusion matrix; "
                                     "mIoU, pixel accuracy and per-class IoU for a segmentation run; COCO mAP, "
-                                    "AP50, AP75 and AP by size for a detection run")
+                                    "AP50, AP75 and AP by size for a detection run; or an ONNX file exported from "
+                                    "the run (--file)")
     p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("--file", metavar="F.onnx",
+                   help="evaluate this exported file (float or int8) on the run's data instead of its checkpoint, "
+                        "scored the same way (classification and segmentation runs); a fixed-size file gets images "
+                        "of its size, a fixed-batch file batches of its batch")
+    p.add_argument("--runtime", choices=("onnxruntime", "openvino"),
+                   help="with --file: the runtime that runs it (default onnxruntime; openvino at f32 precision)")
     p.add_argument("--data", help="dataset (default: the run's)")
     p.add_argument("--data-dir", help="where to look for the data (default: the run's)")
     p.add_argument("--split", help="split (default: the run's validation split; 'holdout' for a run trained with "

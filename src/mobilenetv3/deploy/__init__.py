@@ -30,7 +30,7 @@ _HOMES = {
     "FakeQuantization": "fake_quant", "QATError": "fake_quant", "prepare_qat": "fake_quant",
     "convert_qat": "qat_convert",
     "TaskExportError": "task_export", "export_detection": "task_export", "export_segmentation": "task_export",
-    "export_task_onnx": "task_export", "verify_detections": "task_export",
+    "export_task_int8": "task_export", "export_task_onnx": "task_export", "verify_detections": "task_export",
     "CalibrationError": "quantize", "Int8Options": "quantize", "QuantizeReport": "quantize",
     "calibration_data": "quantize", "quantize_onnx": "quantize", "quantize_pt2e": "quantize",
 }
@@ -39,8 +39,8 @@ __all__ = [
     "CalibrationError", "ExportMismatchError", "ExportReport", "FakeQuantization", "Int8Options", "QATError",
     "QuantizeReport", "TaskExportError", "calibrate_bn", "calibrate_bn_on_noise", "calibration_data", "convert_qat",
     "count_batchnorms", "export_detection", "export_litert", "export_onnx", "export_segmentation",
-    "export_task_onnx", "fold_bn", "prepare_qat", "quantize_onnx", "quantize_pt2e", "verify_detections",
-    "verify_onnx",
+    "export_task_int8", "export_task_onnx", "fold_bn", "prepare_qat", "quantize_onnx", "quantize_pt2e",
+    "verify_detections", "verify_onnx",
 ]
 
 

@@ -19,7 +19,10 @@
   of eager's own candidates (:func:`match_detections`).
 
 :func:`export_task_onnx` is the one call for a run: the size the run evaluates at unless given, and the run's
-images for a detector's checks.
+images for a detector's checks. :func:`export_task_int8` writes a segmentation run's int8 file the way a
+classifier's is written (:func:`~.int8_export.export_int8`: ONNX Runtime's QDQ quantisation of the BN-folded
+export), at that size, calibrated on the run's training images as its evaluation prepares them; a detector's
+int8 file is not offered (its graph ends in decoding, top-k and NMS).
 """
 
 from __future__ import annotations
@@ -38,7 +41,9 @@ from ..extras import require
 from ..inputs import check_input_shape
 from ..runtime.onnxruntime import ort_session
 from ..tasks import get_task
+from .int8_export import export_int8
 from .onnx_export import MIN_OPSET, ExportMismatchError, ExportReport, export_onnx, size_pair, to_layout
+from .quantize.options import DEFAULT_TOOLCHAIN
 
 TASKS = ("segmentation", "detection")
 DETECTION_OUTPUTS = ("boxes", "scores", "labels", "num_detections")
@@ -284,3 +289,25 @@ def export_task_onnx(model: nn.Module, task: str, data_info: Mapping[str, Any], 
         raise TaskExportError("a detector exports at one fixed size: check sizes apply to segmentation")
     found, label = check_images(task, data_info, size, images)
     return export_detection(model, path, size, images=found, images_label=label, **options)
+
+
+def export_task_int8(model: nn.Module, task: str, data_info: Mapping[str, Any], path: str | os.PathLike,
+                     calibration_source: str | None = None, *, size: int | Sequence[int] | None = None,
+                     toolchain: str = DEFAULT_TOOLCHAIN, **options: Any) -> dict[str, Any]:
+    """A segmentation run's model (``task``, its recorded ``data_info``) to an int8 QDQ ONNX file at ``size``
+    (default: the size the run evaluates at), calibrated on ``calibration_source`` (default: the run's own
+    training images, prepared as its evaluation prepares them; another segmentation data name; ``noise`` for
+    timing only) and checked against the float model pixel by pixel; returns :func:`~.int8_export.export_int8`'s
+    report. ``options``: its ``samples``, ``target``, ``batch``, ``dynamic_batch``, ``input_layout``.
+
+    :class:`TaskExportError` for a detector and for the PT2E toolchain (not checked on segmentation models);
+    :class:`~mobilenetv3.segmentation.spec.SegSpecError` when the pooling kernel does not fit ``size``."""
+    if task != "segmentation":
+        raise TaskExportError(f"int8 export of {task} runs is not supported yet: export float ONNX (without int8)")
+    if toolchain != DEFAULT_TOOLCHAIN:
+        raise TaskExportError(f"a segmentation run's int8 file is made by ONNX Runtime's quantiser (toolchain "
+                              f"{DEFAULT_TOOLCHAIN}); the {toolchain} toolchain is not checked on segmentation models")
+    h, w = size_pair(size) if size is not None else get_task(task).eval_input_size(data_info)
+    model.spec.pooled_size(h, w)  # a clear SegSpecError when the kernel does not fit
+    return export_int8(model, path, calibration_source or data_info["name"], run_data=dict(data_info),
+                       toolchain=toolchain, resolution=(h, w), task=task, **options)

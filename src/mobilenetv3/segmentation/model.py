@@ -142,6 +142,16 @@ class SegmentationModel(nn.Module):
     def num_classes(self) -> int:
         return self.spec.num_classes
 
+    def depthwise_readers(self) -> list[tuple[nn.Module, nn.Module, str]]:
+        """``(block, module, attribute)`` for each convolution outside the backbone that reads a block's depthwise
+        output (the skip of a "depthwise" low tap, DeepLab's end point: ``head.classify_low``). Whatever widens
+        that block's expansion (int8's channel padding, :mod:`mobilenetv3.deploy.quantize.surgery`) must widen
+        this convolution's input too."""
+        tap, reader = self.low_tap, getattr(self.head, "classify_low", None)
+        if tap is None or tap.kind != "depthwise" or reader is None:
+            return []
+        return [(self.backbone.features[tap.block], self.head, "classify_low")]
+
     def forward_backbone(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The final feature map and the low-level tap (None without one)."""
         tap = self.low_tap

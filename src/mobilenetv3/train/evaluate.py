@@ -2,7 +2,9 @@
 
 A run is evaluated, and its model built, by its task (``config.json``'s ``train.task``, classification for runs
 recorded before tasks existed); segmentation reports mIoU (:mod:`mobilenetv3.tasks.segmentation`), detection COCO
-mAP (:mod:`mobilenetv3.tasks.detection`).
+mAP (:mod:`mobilenetv3.tasks.detection`). An exported ONNX file of a classification or segmentation run (float or
+int8) is evaluated the same way: the task's evaluation fed by the file
+(:class:`~mobilenetv3.deploy.evaluate.FileModel`) instead of the PyTorch model.
 Classification: accuracies are percentages (0-100); ``per_class`` maps each class name to its recall (the
 percentage of its images classified correctly); ``confusion[true][predicted]`` counts images.
 """
@@ -28,7 +30,7 @@ from .config import WEIGHTS
 
 # autocast_context and to_device live with the tasks (every task runs its model on batches the same way); named
 # here too, where they were first.
-__all__ = ["autocast_context", "evaluate", "evaluate_run", "load_model_or_run", "load_run", "predict",
+__all__ = ["FILE_TASKS", "autocast_context", "evaluate", "evaluate_run", "load_model_or_run", "load_run", "predict",
            "read_run_config", "resolve_device", "run_eval_dataset", "to_device"]
 
 
@@ -101,17 +103,42 @@ def run_eval_dataset(data_info: dict[str, Any], split: str | None = None, *, dat
                                     data_dir=data_dir)
 
 
+FILE_TASKS = ("classification", "segmentation")  # the tasks whose exported files `evaluate_run(file=...)` scores
+
+
 def evaluate_run(run_dir: str | os.PathLike, *, data: str | None = None, data_dir: str | None = None,
                  split: str | None = None, weights: str = "ema", checkpoint: str = "last",
                  batch_size: int | None = None, device: str | None = "auto", workers: int = 0,
-                 limit: int | None = None) -> dict[str, Any]:
+                 limit: int | None = None, file: str | os.PathLike | None = None,
+                 runtime: str = "onnxruntime") -> dict[str, Any]:
     """Evaluate a run's checkpoint on its validation data (or ``data``), with the run's own preprocessing.
 
     ``split``: default the run's validation split (``"holdout"`` for a run with held-out training images, whose
     test split is then ``"test"``/``"val"``). ``batch_size``: default the run's evaluation batch (256 for runs
-    that recorded none; segmentation recipes record smaller ones for their larger images)."""
-    dev = resolve_device(device)
-    model, config = load_run(run_dir, checkpoint, weights, dev)
+    that recorded none; segmentation recipes record smaller ones for their larger images).
+
+    ``file``: evaluate this ONNX file (float or int8, exported from the run) instead of the checkpoint, run by
+    ``runtime`` (``onnxruntime`` or ``openvino``, on the CPU), on the same data with the same metrics
+    (:data:`FILE_TASKS`: a detector's file ends in post-processed detections and is refused). A file with a fixed
+    size gets images of its size: a classification run's data is prepared at the file's resolution, a
+    segmentation run's images (whole scenes or frames) must have it (:class:`~mobilenetv3.inputs.InputError`
+    naming both sizes)."""
+    if file is None:
+        dev = resolve_device(device)
+        model, config = load_run(run_dir, checkpoint, weights, dev)
+    else:
+        from ..deploy.evaluate import FileModel
+
+        config = read_run_config(run_dir)
+        kind = config["train"].get("task") or "classification"
+        if kind not in FILE_TASKS:
+            raise ValueError(f"{run_dir} is a {kind} run: evaluating an exported file scores "
+                             f"{' and '.join(FILE_TASKS)} files (a detector's file ends in post-processed "
+                             f"detections); evaluate the run's checkpoint instead")
+        dev, model = torch.device("cpu"), FileModel(file, runtime)
+        _, _, h, w = model.input_shape
+        if kind == "classification" and h is not None and h == w and h != config["data"]["resolution"]:
+            config = {**config, "data": {**config["data"], "resolution": h}}  # images of the file's size
     d = config["data"]
     split = split or d.get("val_split", "val")
     dataset = run_eval_dataset(d, split, data=data, data_dir=data_dir, task=config["train"].get("task"))
@@ -124,12 +151,14 @@ def evaluate_run(run_dir: str | os.PathLike, *, data: str | None = None, data_di
     task = get_task(config["train"].get("task")).for_run(d, config["train"])
     batch_size = batch_size or config["train"].get("eval_batch_size") or 256
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers, collate_fn=task.collate)
-    channels_last = bool(config.get("derived", {}).get("channels_last", False))
+    channels_last = file is None and bool(config.get("derived", {}).get("channels_last", False))
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     result = task.evaluate(model, loader, device=dev, channels_last=channels_last)
-    return {"run_dir": str(run_dir), "checkpoint": checkpoint, "weights": weights, "data": data or d["name"],
-            "split": split, "classes": classes, **result}
+    source = ({"checkpoint": checkpoint, "weights": weights} if file is None else
+              {"file": str(file), "runtime": runtime, "file_input_shape": list(model.input_shape)})
+    return {"run_dir": str(run_dir), **source, "data": data or d["name"], "split": split, "classes": classes,
+            **result}
 
 
 @torch.no_grad()

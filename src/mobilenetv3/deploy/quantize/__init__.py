@@ -39,6 +39,7 @@ from .options import (
 )
 from .passes import (
     FUSED_ACTIVATIONS,
+    float_ops,
     hardswish_qparams,
     int8_hardswish,
     materialize_shared_initializers,
@@ -54,7 +55,8 @@ __all__ = [
     "FLOAT_PARTS", "FUSED_ACTIVATIONS", "INT8_TARGETS", "PLAIN",
     "SE_POOLS", "TOOLCHAINS", "CalibrationError", "Int8Options", "PaddedInput", "QuantizeReport",
     "calibration_data", "calibration_for", "compare_onnx_with_model", "compare_outputs", "compile_pt2e",
-    "evaluate_onnx", "evaluate_torch", "export_pt2e", "hardswish_qparams", "int8_hardswish", "int8_ready",
+    "evaluate_onnx", "evaluate_torch", "export_pt2e", "float_ops", "hardswish_qparams", "int8_hardswish",
+    "int8_ready",
     "load_pt2e", "materialize_shared_initializers", "onnx_logits", "pad_depthwise_channels", "profile_onnx",
     "quantize_onnx", "quantize_pt2e", "random_calibration_data", "reduce_mean_to_global_pool", "replace_options",
     "save_pt2e", "unquantize_conv_activations",

@@ -1,7 +1,8 @@
 """The int8 graph rewrites on ONNX files, around ONNX Runtime's ``quantize_static``: shared initializers made real
 and the SE's ``ReduceMean`` made a ``GlobalAveragePool`` before it, the integer hard-swish (:mod:`.options` says
 why it is exact) or the removal of ``Q -> DQ`` pairs between a convolution and its activation (the OpenVINO
-target) after it, and the node names that ``keep_float`` leaves in float."""
+target) after it, the node names that ``keep_float`` leaves in float, and what computes in float in the result
+(:func:`float_ops`)."""
 
 from __future__ import annotations
 
@@ -195,11 +196,14 @@ def unquantize_conv_activations(proto, activations: Sequence[str] = FUSED_ACTIVA
 
 
 def _part_needles(part: str) -> tuple[str, ...]:
+    # A layer's scope is "/features/features.<i>/" when a classifier calls ``features`` whole and "/features.<i>/"
+    # when a segmentation or detection model runs the backbone's layers one by one (forward_taps): the needle
+    # "/features.<i>/" matches both (and not "/features.<i>0/").
     m = re.fullmatch(r"block(\d+)", part)
     if m:
-        return (f"/features/features.{int(m.group(1))}/",)
-    fixed = {"stem": ("/features/features.0/", "/Pad"), "se": ("/se/",),
-             "head": ("/conv_head/", "/classifier/", "/head_act/", "/pool/")}
+        return (f"/features.{int(m.group(1))}/",)
+    fixed = {"stem": ("/features.0/", "/Pad"), "se": ("/se/",),
+             "head": ("/conv_head/", "/classifier/", "/head_act/", "/pool/", "/head/")}
     return fixed.get(part, (part,))
 
 
@@ -207,3 +211,42 @@ def float_nodes(proto, keep_float: Sequence[str]) -> list[str]:
     """Names of the float graph's nodes matched by ``keep_float`` (:data:`FLOAT_PARTS` or name substrings)."""
     needles = [n for k in keep_float for n in _part_needles(k)]
     return [node.name for node in proto.graph.node if any(s in node.name for s in needles)]
+
+
+QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
+
+
+def float_ops(proto) -> dict[str, int]:
+    """Op-type counts of the nodes of a QDQ graph that compute in float: a node that reads activations (tensors
+    that depend on the graph input other than through ``Shape``) counts unless each activation it reads is
+    dequantised (``DequantizeLinear``) and each output is quantised (read by ``QuantizeLinear`` alone), the
+    groups ONNX Runtime fuses into integer kernels, or it reads only integer tensors (``QuantizeLinear``'s, as
+    the integer hard-swish's ``Clip``). Size computations (``Shape -> Slice -> Concat`` into a ``Resize``) do not
+    count."""
+    graph = proto.graph
+    producer = {o: n for n in graph.node for o in n.output}
+    consumers: dict[str, list[Any]] = {}
+    for n in graph.node:
+        for name in n.input:
+            consumers.setdefault(name, []).append(n)
+    outputs = {o.name for o in graph.output}
+    data = {i.name for i in graph.input} - {init.name for init in graph.initializer}
+    integer: set[str] = set()
+    counts: dict[str, int] = {}
+    for node in graph.node:  # topologically sorted, as ONNX requires
+        reads = [name for name in node.input if name in data]
+        if not reads or node.op_type == "Shape":
+            continue
+        data.update(node.output)
+        if node.op_type == "DequantizeLinear":
+            continue
+        if node.op_type == "QuantizeLinear" or all(name in integer for name in reads):
+            integer.update(node.output)
+            continue
+        dequantised = all(name in producer and producer[name].op_type == "DequantizeLinear" for name in reads)
+        quantised = all(o not in outputs and consumers.get(o) and all(c.op_type == "QuantizeLinear"
+                                                                      for c in consumers[o])
+                        for o in node.output)
+        if not (dequantised and quantised):
+            counts[node.op_type] = counts.get(node.op_type, 0) + 1
+    return dict(sorted(counts.items()))

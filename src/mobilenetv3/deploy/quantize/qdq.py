@@ -26,6 +26,7 @@ from .calibration import calibration_reader, check_calibration
 from .options import SE_POOLS, Int8Options
 from .passes import (
     float_nodes,
+    float_ops,
     int8_hardswish,
     materialize_shared_initializers,
     reduce_mean_to_global_pool,
@@ -53,6 +54,7 @@ class QuantizeReport:
     ops: dict[str, int]
     checks: dict[str, Any] = field(default_factory=dict)
     input_layout: str = "nchw"  # input_shape is NCHW; the file takes it in this layout
+    float_ops: dict[str, int] = field(default_factory=dict)  # what computes in float (passes.float_ops)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -61,13 +63,18 @@ class QuantizeReport:
 
 
 def quantize_onnx(model: nn.Module, path: str | os.PathLike, calibration: Sequence[np.ndarray], *,
-                  resolution: int | None = None, batch: int = 1, input_shape: Sequence[int] | None = None,
+                  resolution: int | Sequence[int] | None = None, batch: int = 1,
+                  input_shape: Sequence[int] | None = None,
                   dynamic_batch: bool = False, options: Int8Options | None = None,
                   float_path: str | os.PathLike | None = None, verify: bool = True,
                   tensor_overrides: Callable[[Any], dict[str, list[dict[str, Any]]]] | None = None,
                   input_layout: str = "nchw") -> QuantizeReport:
     """Quantise ``model`` to an int8 QDQ ONNX file at ``path``, calibrated on ``calibration`` (arrays shaped like
-    the model input, e.g. from :func:`calibration_data`).
+    the model input, e.g. from :func:`calibration_data`; a sequence that loads them when read, as
+    :func:`~.calibration.run_calibration_data` gives, is read as it is).
+
+    ``model``: a classifier, or a segmentation model (logits at the input's size: ``input_shape`` (N, C, H, W)
+    or ``resolution`` (height, width) gives its size; the checks then compare the logits pixel by pixel).
 
     ``tensor_overrides`` maps the float graph (an ``onnx.ModelProto``) to ONNX Runtime's ``TensorQuantOverrides``
     (tensor name -> ``[{"scale": ..., "zero_point": ...}]``): those tensors take the given quantisation instead of
@@ -88,7 +95,7 @@ def quantize_onnx(model: nn.Module, path: str | os.PathLike, calibration: Sequen
     if input_layout not in INPUT_LAYOUTS:
         raise ValueError(f"unknown input layout {input_layout!r} (choose from {', '.join(INPUT_LAYOUTS)})")
     shape = input_shape_for(model, input_shape, resolution, batch)
-    calibration = list(calibration)
+    calibration = calibration if isinstance(calibration, Sequence) else list(calibration)  # may load lazily
     check_calibration(calibration, shape, dynamic_batch)
     was_training = model.training
     model.eval()
@@ -145,7 +152,7 @@ def quantize_onnx(model: nn.Module, path: str | os.PathLike, calibration: Sequen
         ops = dict(sorted(Counter(n.op_type for n in q_proto.graph.node).items()))
         report = QuantizeReport(str(path), str(float_path) if float_path is not None else None, "onnxruntime",
                                 options.to_dict(), shape, dynamic_batch, len(calibration), changes, ops,
-                                input_layout=input_layout)
+                                input_layout=input_layout, float_ops=float_ops(q_proto))
         if verify:
             report.checks = compare_onnx_with_model(path, model, calibration[: min(len(calibration), 32)])
             if options.activation_type == "uint8" and not options.reduce_range and u8s8_saturates():

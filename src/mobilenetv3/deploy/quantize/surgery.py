@@ -42,11 +42,14 @@ def pad_depthwise_channels(model: nn.Module, multiple: int = 16) -> int:
 
     Exact on a BN-folded model: the added channels are zero after the expansion (zero filter, zero bias, and
     every activation used maps 0 to 0), stay zero through the depthwise conv and the SE product, and the
-    projection gives them zero weight. Returns the number of blocks padded; blocks without an expansion conv
-    are left alone (their depthwise input is the previous block's output).
+    projection gives them zero weight. A convolution outside the block that reads its depthwise output (a
+    segmentation model's skip from DeepLab's depthwise end point: the model's ``depthwise_readers()``) gives them
+    zero weight too. Returns the number of blocks padded; blocks without an expansion conv are left alone (their
+    depthwise input is the previous block's output).
     """
     from ...layers import InvertedResidual
 
+    readers = model.depthwise_readers() if hasattr(model, "depthwise_readers") else []
     padded = 0
     for block in model.modules():
         if not isinstance(block, InvertedResidual) or block.expand is None:
@@ -63,6 +66,9 @@ def pad_depthwise_channels(model: nn.Module, multiple: int = 16) -> int:
             block.se.reduce = _grow_conv(block.se.reduce, in_channels=target)
             block.se.expand = _grow_conv(block.se.expand, out_channels=target)
         block.project.conv = _grow_conv(block.project.conv, in_channels=target)
+        for tapped, parent, name in readers:
+            if tapped is block:
+                setattr(parent, name, _grow_conv(getattr(parent, name), in_channels=target))
         padded += 1
     return padded
 
