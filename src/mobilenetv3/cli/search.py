@@ -69,7 +69,8 @@ def cmd_nas(args: argparse.Namespace) -> int:
 
     if args.workers < 1:
         raise CLIError(f"--workers must be >= 1, got {args.workers}")
-    changes = {k: v for k, v in (("lr", args.proxy_lr), ("eval_limit", args.eval_limit)) if v is not None}
+    changes = {k: v for k, v in (("lr", args.proxy_lr), ("eval_limit", args.eval_limit),
+                                 ("bn_batches", args.bn_batches)) if v is not None}
     task, classes = task_from_run(args.data_run, **changes)
     space = get_space(args.space)
     if args.latency_shape == "data":
@@ -234,6 +235,9 @@ def register_nas(actions, table_runtimes) -> None:
     n.add_argument("--proxy-lr", type=float, default=None,
                    help="the proxy training's constant learning rate (default: the data run's)")
     n.add_argument("--eval-limit", type=int, default=None, help="score on the first N holdout images (default all)")
+    n.add_argument("--bn-batches", type=int, default=None,
+                   help="training batches that re-estimate each sample's BatchNorm statistics before it is scored "
+                        "(default 8; 0: none)")
     n.add_argument("--batch", type=int, default=4, help="samples per controller update (default 4)")
     n.add_argument("--strategy", choices=STRATEGIES, default="controller",
                    help="controller (default) or random (uniform sampling, the baseline)")

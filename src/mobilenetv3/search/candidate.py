@@ -27,7 +27,7 @@ from ..model import MobileNetV3, build
 from ..spec import ArchSpec
 from ..train.checkpoint import CheckpointError
 from ..train.commit import atomic_write_bytes
-from .proxy import ProxyTask, holdout_accuracy, train_steps
+from .proxy import ProxyTask, holdout_accuracy, recalibrate_bn, train_steps
 from .transfer import transfer_weights
 
 
@@ -69,7 +69,8 @@ def load_model(path: str | os.PathLike, sha256: str | None = None) -> MobileNetV
 def evaluate_candidate(job: dict[str, Any]) -> dict[str, Any]:
     """Evaluate one candidate. ``job``: ``spec`` (a spec dict), ``task`` (a :class:`~.proxy.ProxyTask` dict),
     ``steps``, ``seed``, optionally ``source`` (``{"weights": path, "sha256": hex}``: start from those weights,
-    keeping the surviving channels) and ``out`` (where to save the trained weights). Returns ``accuracy`` (holdout
+    keeping the surviving channels) and ``out`` (where to save the trained weights). BatchNorm's statistics are
+    re-estimated before scoring when the task asks (``bn_batches``). Returns ``accuracy`` (holdout
     top-1, %), ``seconds``, and ``weights``/``sha256`` when saved."""
     started = time.perf_counter()
     spec = ArchSpec.from_dict(job["spec"])
@@ -81,6 +82,7 @@ def evaluate_candidate(job: dict[str, Any]) -> dict[str, Any]:
         torch.manual_seed(job["seed"])
         model = build(spec)
     train_steps(model, task, int(job["steps"]), seed=int(job["seed"]))
+    recalibrate_bn(model, task, task.bn_batches, seed=int(job["seed"]))
     result: dict[str, Any] = {"accuracy": holdout_accuracy(model, task)}
     if job.get("out"):
         result["weights"] = str(job["out"])

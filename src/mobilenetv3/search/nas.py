@@ -53,6 +53,7 @@ from .space import SearchSpace
 JOURNAL = "journal.jsonl"
 TOP_K = "top_k.json"
 STRATEGIES = ("controller", "random")
+BN_BATCHES = 8  # training batches that re-estimate a sample's BatchNorm statistics before it is scored
 MeasureFn = Callable[[Sequence[ArchSpec]], list[float]]
 
 
@@ -101,22 +102,27 @@ class NASOptions:
 
 
 def task_from_run(run_dir: str | os.PathLike, **changes: Any) -> tuple[ProxyTask, int]:
-    """The proxy task of a training run (its data, preprocessing and holdout; ``changes`` override fields) and its
-    number of classes. The learning rate defaults to the run's own (its recipe's peak): samples train from
-    scratch, not from trained weights, and for the same reason a run trained without ``--holdout`` serves too (the
-    images held out now are left out of every sample's training)."""
+    """The proxy task of a training run (its data, preprocessing, holdout and BatchNorm momentum; ``changes``
+    override fields) and its number of classes. The learning rate defaults to the run's own (its recipe's peak):
+    samples train from scratch, not from trained weights, and for the same reason a run trained without
+    ``--holdout`` serves too (the images held out now are left out of every sample's training). BatchNorm's
+    statistics are re-estimated on :data:`BN_BATCHES` training batches before each sample is scored."""
     spec_file = Path(run_dir) / "spec.json"
     if not spec_file.is_file():
         raise NASError(f"{run_dir} has no spec.json: is it a training run directory?")
     lr = read_run_config(run_dir)["train"].get("lr")
     if lr and "lr" not in changes:
         changes["lr"] = float(lr)
+    changes.setdefault("bn_batches", BN_BATCHES)
     return ProxyTask.from_run(run_dir, **changes), ArchSpec.load(spec_file).num_classes
 
 
 def proxy_spec(spec: ArchSpec, task: ProxyTask, num_classes: int | None) -> ArchSpec:
-    """``spec`` as the proxy task trains it: the data's input channels, resolution and (when given) classes."""
+    """``spec`` as the proxy task trains it: the data's input channels, resolution and (when given) classes, and
+    the task's BatchNorm momentum (the seed run's, when it recorded one)."""
     changes: dict[str, Any] = {"in_channels": task.channels, "resolution": task.resolution}
+    if task.bn_momentum is not None:
+        changes["bn_momentum"] = task.bn_momentum
     if num_classes is not None:
         changes["num_classes"] = num_classes
     return spec.replace(**changes)
@@ -348,5 +354,5 @@ class NAS:
         return summary
 
 
-__all__ = ["JOURNAL", "NAS", "NASError", "NASOptions", "STRATEGIES", "TOP_K", "default_measure", "proxy_spec",
-           "task_from_run"]
+__all__ = ["BN_BATCHES", "JOURNAL", "NAS", "NASError", "NASOptions", "STRATEGIES", "TOP_K", "default_measure",
+           "proxy_spec", "task_from_run"]

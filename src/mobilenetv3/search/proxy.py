@@ -6,6 +6,13 @@ never sees; MnasNet's controller (section 4.1) trains each sample briefly on a p
 preprocessing and optimizer are the run's), :func:`train_steps` runs T seeded steps and :func:`holdout_accuracy`
 scores on the images held out of the training split (``--holdout`` of ``mnv3 train``), never on the test set.
 
+A network trained from scratch for a hundred steps has BatchNorm running statistics far behind its weights (with the
+paper's momentum 0.01, 37% of the initial mean 0 / variance 1 is still there after 100 steps), and scored in eval
+mode it guesses at chance whatever it learnt. So the task carries the seed run's ``bn_momentum`` (a sampled spec is
+trained with it, :func:`proxy_spec`) and :func:`recalibrate_bn` re-estimates the statistics before scoring
+(``bn_batches`` training batches, an equal-weight average over them; Once-for-All resets them the same way after
+sampling a subnetwork).
+
 Everything is seeded: the same model, task, steps and seed give the same weights and accuracy in any process (with
 the same number of threads), so a search evaluated in a process pool or on Ray chooses as it would in-process.
 """
@@ -16,6 +23,7 @@ import dataclasses
 import os
 from dataclasses import dataclass
 from functools import lru_cache
+from itertools import islice
 from typing import Any
 
 import torch
@@ -24,6 +32,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from ..data import HOLDOUT, load_dataset
+from ..deploy.fold import calibrate_bn
 from ..train.evaluate import read_run_config
 from ..train.optim import param_groups
 from ..train.sampler import EpochBatchSampler, SeededSamples, ShardedRange, mix_seed
@@ -35,7 +44,8 @@ DEFAULT_HOLDOUT = 5000
 class ProxyTask:
     """What a candidate is fine-tuned on and scored by. ``lr`` is the fine-tune's constant learning rate (SGD
     with Nesterov momentum, as the Fashion-MNIST recipe); ``eval_limit`` scores on the first N holdout images only
-    (None: all)."""
+    (None: all); ``bn_momentum``: the BatchNorm momentum a spec trained from scratch takes (None: its own);
+    ``bn_batches``: training batches that re-estimate BatchNorm's running statistics before scoring (0: none)."""
 
     data: str
     resolution: int
@@ -56,6 +66,8 @@ class ProxyTask:
     label_smoothing: float = 0.1
     eval_batch_size: int = 256
     eval_limit: int | None = None
+    bn_momentum: float | None = None
+    bn_batches: int = 0
 
     def __post_init__(self) -> None:
         if self.holdout < 1:
@@ -65,6 +77,9 @@ class ProxyTask:
             object.__setattr__(self, name, tuple(getattr(self, name)))
         if self.batch_size < 1 or self.lr <= 0:
             raise ValueError(f"batch_size must be >= 1 and lr > 0, got {self.batch_size} and {self.lr}")
+        if self.bn_batches < 0 or not (self.bn_momentum is None or 0 < self.bn_momentum < 1):
+            raise ValueError(f"bn_batches must be >= 0 and bn_momentum in (0, 1), got {self.bn_batches} and "
+                             f"{self.bn_momentum}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -90,7 +105,8 @@ class ProxyTask:
                       crop_fraction=float(d.get("crop_fraction") or 1.0), batch_size=int(t["batch_size"]),
                       momentum=float(t.get("momentum") or 0.9), weight_decay=float(t.get("weight_decay") or 0.0),
                       wd_exempt=t.get("wd_exempt") or "norm", label_smoothing=float(t.get("label_smoothing") or 0.0),
-                      eval_batch_size=int(t.get("eval_batch_size") or 256))
+                      eval_batch_size=int(t.get("eval_batch_size") or 256),
+                      bn_momentum=float(t["bn_momentum"]) if t.get("bn_momentum") else None)
         values.update(changes)
         return cls(**values)
 
@@ -110,22 +126,25 @@ def _collate(samples: list[tuple[torch.Tensor, int]]) -> tuple[torch.Tensor, tor
     return torch.stack([s[0] for s in samples]), torch.tensor([s[1] for s in samples])
 
 
+def _batches(task: ProxyTask, seed: int, epoch: int = 0) -> Any:
+    train, _ = datasets(task)
+    sampler = EpochBatchSampler(len(train), task.batch_size, seed=seed, epoch=epoch)
+    return DataLoader(SeededSamples(train), batch_sampler=sampler, collate_fn=_collate)
+
+
 def train_steps(model: nn.Module, task: ProxyTask, steps: int, seed: int) -> nn.Module:
     """``steps`` seeded SGD steps of ``model`` on ``task``'s training split (in place; returned in eval mode)."""
     if steps < 0:
         raise ValueError(f"steps must be >= 0, got {steps}")
     if steps == 0:
         return model.eval()
-    train, _ = datasets(task)
-    samples = SeededSamples(train)
     optimizer = torch.optim.SGD(param_groups(model, task.weight_decay, task.wd_exempt), lr=task.lr,
                                 momentum=task.momentum, nesterov=task.momentum > 0)
     torch.manual_seed(mix_seed(seed, 1))  # dropout
     model.train()
     done, epoch = 0, 0
     while done < steps:
-        sampler = EpochBatchSampler(len(train), task.batch_size, seed=seed, epoch=epoch)
-        for images, labels in DataLoader(samples, batch_sampler=sampler, collate_fn=_collate):
+        for images, labels in _batches(task, seed, epoch):
             loss = F.cross_entropy(model(images), labels, label_smoothing=task.label_smoothing)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -135,6 +154,15 @@ def train_steps(model: nn.Module, task: ProxyTask, steps: int, seed: int) -> nn.
                 break
         epoch += 1
     return model.eval()
+
+
+def recalibrate_bn(model: nn.Module, task: ProxyTask, batches: int, seed: int) -> nn.Module:
+    """Reset every BatchNorm's running statistics and re-estimate them as the equal-weight average over ``batches``
+    seeded training batches of ``task`` (:func:`~mobilenetv3.deploy.fold.calibrate_bn`: forward passes in train
+    mode, weights unchanged). Returned in eval mode; ``batches`` 0 changes nothing."""
+    if batches < 1:
+        return model.eval()
+    return calibrate_bn(model, islice((images for images, _ in _batches(task, mix_seed(seed, 2))), batches))
 
 
 @torch.no_grad()
@@ -151,4 +179,4 @@ def holdout_accuracy(model: nn.Module, task: ProxyTask) -> float:
     return 100.0 * correct / n
 
 
-__all__ = ["DEFAULT_HOLDOUT", "ProxyTask", "datasets", "holdout_accuracy", "train_steps"]
+__all__ = ["DEFAULT_HOLDOUT", "ProxyTask", "datasets", "holdout_accuracy", "recalibrate_bn", "train_steps"]
