@@ -33,6 +33,7 @@ def colour_run(make_colour_folder, tmp_path_factory) -> str:
 def test_the_task_carries_the_runs_momentum_and_nas_specs_take_it(colour_run):
     task, classes = task_from_run(colour_run, bn_batches=2)
     assert task.bn_momentum == 0.1 and task.bn_batches == 2 and classes == 3
+    assert task.channels_last  # the training loop's default, which the run recorded
     seed = get_space("mobilenet_v3_small").seed
     assert seed.bn_momentum == 0.01  # the paper's, which a hundred steps from scratch leave far behind
     trained = proxy_spec(seed, task, classes)

@@ -230,8 +230,9 @@ def register_nas(actions, table_runtimes) -> None:
     n.add_argument("--data-run", required=True, metavar="RUN_DIR",
                    help="a training run trained with --holdout N: its data, preprocessing, classes and holdout "
                         "make the proxy task")
-    n.add_argument("--steps-per-sample", type=int, default=100,
-                   help="proxy training steps of each sample, from scratch (default 100)")
+    n.add_argument("--steps-per-sample", type=int, default=60,
+                   help="proxy training steps of each sample, from scratch (default 60: under a minute of one core "
+                        "for most samples of the V3-Small space at 80 px)")
     n.add_argument("--proxy-lr", type=float, default=None,
                    help="the proxy training's constant learning rate (default: the data run's)")
     n.add_argument("--eval-limit", type=int, default=None, help="score on the first N holdout images (default all)")
@@ -282,7 +283,7 @@ def register_pipeline(actions, table_runtimes) -> None:
     n.add_argument("--calibrate", type=int, default=20,
                    help="specs measured end to end to fit the latency table's correction (default 20; 0: none)")
     n.add_argument("--samples", type=int, default=100, help="NAS samples (default 100)")
-    n.add_argument("--steps-per-sample", type=int, default=100, help="NAS proxy steps per sample (default 100)")
+    n.add_argument("--steps-per-sample", type=int, default=60, help="NAS proxy steps per sample (default 60)")
     n.add_argument("--batch", type=int, default=4, help="NAS samples per controller update (default 4)")
     n.add_argument("--strategy", choices=STRATEGIES, default="controller", help="NAS: controller or random")
     n.add_argument("--steps-per-proposal", type=int, default=30, metavar="T",

@@ -74,7 +74,7 @@ class NASOptions:
     batch: int = 4
     w: float | None = None
     hard: bool = False
-    steps_per_sample: int = 100
+    steps_per_sample: int = 60
     seed: int = 0
     algorithm: str = "reinforce"
     strategy: str = "controller"
@@ -114,6 +114,7 @@ def task_from_run(run_dir: str | os.PathLike, **changes: Any) -> tuple[ProxyTask
     if lr and "lr" not in changes:
         changes["lr"] = float(lr)
     changes.setdefault("bn_batches", BN_BATCHES)
+    changes.setdefault("channels_last", True)
     return ProxyTask.from_run(run_dir, **changes), ArchSpec.load(spec_file).num_classes
 
 

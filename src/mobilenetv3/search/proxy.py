@@ -45,7 +45,9 @@ class ProxyTask:
     """What a candidate is fine-tuned on and scored by. ``lr`` is the fine-tune's constant learning rate (SGD
     with Nesterov momentum, as the Fashion-MNIST recipe); ``eval_limit`` scores on the first N holdout images only
     (None: all); ``bn_momentum``: the BatchNorm momentum a spec trained from scratch takes (None: its own);
-    ``bn_batches``: training batches that re-estimate BatchNorm's running statistics before scoring (0: none)."""
+    ``bn_batches``: training batches that re-estimate BatchNorm's running statistics before scoring (0: none);
+    ``channels_last``: run the model and its images in channels-last memory format (as the training loop does by
+    default; 1.4x faster for a 7x7-kernel sample's training step on this CPU)."""
 
     data: str
     resolution: int
@@ -68,6 +70,7 @@ class ProxyTask:
     eval_limit: int | None = None
     bn_momentum: float | None = None
     bn_batches: int = 0
+    channels_last: bool = False
 
     def __post_init__(self) -> None:
         if self.holdout < 1:
@@ -106,7 +109,8 @@ class ProxyTask:
                       momentum=float(t.get("momentum") or 0.9), weight_decay=float(t.get("weight_decay") or 0.0),
                       wd_exempt=t.get("wd_exempt") or "norm", label_smoothing=float(t.get("label_smoothing") or 0.0),
                       eval_batch_size=int(t.get("eval_batch_size") or 256),
-                      bn_momentum=float(t["bn_momentum"]) if t.get("bn_momentum") else None)
+                      bn_momentum=float(t["bn_momentum"]) if t.get("bn_momentum") else None,
+                      channels_last=bool(config.get("derived", {}).get("channels_last", False)))
         values.update(changes)
         return cls(**values)
 
@@ -126,10 +130,16 @@ def _collate(samples: list[tuple[torch.Tensor, int]]) -> tuple[torch.Tensor, tor
     return torch.stack([s[0] for s in samples]), torch.tensor([s[1] for s in samples])
 
 
+def _layout(task: ProxyTask, x: Any) -> Any:
+    """A model or a batch of images in the task's memory format."""
+    return x.to(memory_format=torch.channels_last) if task.channels_last else x
+
+
 def _batches(task: ProxyTask, seed: int, epoch: int = 0) -> Any:
     train, _ = datasets(task)
     sampler = EpochBatchSampler(len(train), task.batch_size, seed=seed, epoch=epoch)
-    return DataLoader(SeededSamples(train), batch_sampler=sampler, collate_fn=_collate)
+    for images, labels in DataLoader(SeededSamples(train), batch_sampler=sampler, collate_fn=_collate):
+        yield _layout(task, images), labels
 
 
 def train_steps(model: nn.Module, task: ProxyTask, steps: int, seed: int) -> nn.Module:
@@ -138,6 +148,7 @@ def train_steps(model: nn.Module, task: ProxyTask, steps: int, seed: int) -> nn.
         raise ValueError(f"steps must be >= 0, got {steps}")
     if steps == 0:
         return model.eval()
+    _layout(task, model)
     optimizer = torch.optim.SGD(param_groups(model, task.weight_decay, task.wd_exempt), lr=task.lr,
                                 momentum=task.momentum, nesterov=task.momentum > 0)
     torch.manual_seed(mix_seed(seed, 1))  # dropout
@@ -162,6 +173,7 @@ def recalibrate_bn(model: nn.Module, task: ProxyTask, batches: int, seed: int) -
     mode, weights unchanged). Returned in eval mode; ``batches`` 0 changes nothing."""
     if batches < 1:
         return model.eval()
+    _layout(task, model)
     return calibrate_bn(model, islice((images for images, _ in _batches(task, mix_seed(seed, 2))), batches))
 
 
@@ -171,11 +183,11 @@ def holdout_accuracy(model: nn.Module, task: ProxyTask) -> float:
     _, held = datasets(task)
     n = len(held) if task.eval_limit is None else min(task.eval_limit, len(held))
     keys = list(ShardedRange(n))
-    model.eval()
+    _layout(task, model).eval()
     correct = 0
     for lo in range(0, n, task.eval_batch_size):
         images, labels = _collate(SeededSamples(held).__getitems__(keys[lo:lo + task.eval_batch_size]))
-        correct += int((model(images).argmax(1) == labels).sum())
+        correct += int((model(_layout(task, images)).argmax(1) == labels).sum())
     return 100.0 * correct / n
 
 
