@@ -245,11 +245,13 @@ def test_keep_float_names_the_backbone_however_it_is_called():
     from onnx import helper
 
     names = ["/features/features.1/dw/Conv", "/features.1/dw/Conv", "/features.10/dw/Conv", "/features.0/conv/Conv",
-             "/head/conv/conv/Conv"]
+             "/head/conv/conv/Conv", "/Pad", "/features/features.2/dw/conv/Pad", "/features/features.0/conv/Pad"]
     nodes = [helper.make_node("Relu", [f"x{i}"], [f"y{i}"], name=n) for i, n in enumerate(names)]
     proto = helper.make_model(helper.make_graph(nodes, "g", [], []))
     assert float_nodes(proto, ["block1"]) == names[:2]
-    assert float_nodes(proto, ["stem"]) == [names[3]] and float_nodes(proto, ["head"]) == [names[4]]
+    # SAME padding's Pad inside a strided block is that block's, not the stem's; a top-level Pad is the stem's
+    assert float_nodes(proto, ["stem"]) == [names[3], names[5], names[7]]
+    assert float_nodes(proto, ["head"]) == [names[4]] and float_nodes(proto, ["block2"]) == [names[6]]
 
 
 def test_float_ops_counts_what_is_not_between_dequantise_and_quantise():

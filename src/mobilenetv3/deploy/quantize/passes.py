@@ -198,11 +198,13 @@ def unquantize_conv_activations(proto, activations: Sequence[str] = FUSED_ACTIVA
 def _part_needles(part: str) -> tuple[str, ...]:
     # A layer's scope is "/features/features.<i>/" when a classifier calls ``features`` whole and "/features.<i>/"
     # when a segmentation or detection model runs the backbone's layers one by one (forward_taps): the needle
-    # "/features.<i>/" matches both (and not "/features.<i>0/").
+    # "/features.<i>/" matches both (and not "/features.<i>0/"). A needle starting with "^" matches the start of a
+    # name only: the stem's "^/Pad" is a Pad at the graph's top level, never the explicit Pads that TF-style SAME
+    # padding puts inside every strided depthwise block ("/features/features.2/dw/conv/Pad").
     m = re.fullmatch(r"block(\d+)", part)
     if m:
         return (f"/features.{int(m.group(1))}/",)
-    fixed = {"stem": ("/features.0/", "/Pad"), "se": ("/se/",),
+    fixed = {"stem": ("/features.0/", "^/Pad"), "se": ("/se/",),
              "head": ("/conv_head/", "/classifier/", "/head_act/", "/pool/", "/head/")}
     return fixed.get(part, (part,))
 
@@ -210,7 +212,11 @@ def _part_needles(part: str) -> tuple[str, ...]:
 def float_nodes(proto, keep_float: Sequence[str]) -> list[str]:
     """Names of the float graph's nodes matched by ``keep_float`` (:data:`FLOAT_PARTS` or name substrings)."""
     needles = [n for k in keep_float for n in _part_needles(k)]
-    return [node.name for node in proto.graph.node if any(s in node.name for s in needles)]
+
+    def matches(name: str, needle: str) -> bool:
+        return name.startswith(needle[1:]) if needle.startswith("^") else needle in name
+
+    return [node.name for node in proto.graph.node if any(matches(node.name, s) for s in needles)]
 
 
 QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
