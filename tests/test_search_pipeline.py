@@ -4,6 +4,7 @@ depend on the machine's load. Checks: the stages' order and outputs, the NetAdap
 meets the target, resume after an interruption with no stage run twice, and the refusals."""
 
 import json
+import shutil
 
 import pytest
 import torch
@@ -79,9 +80,10 @@ def test_the_stages_run_in_order_and_netadapt_shrinks_the_trained_seed(data_run,
     assert final_spec == ArchSpec.load(summary["netadapt"]["spec"]).replace(name=final_spec.name)
     assert fake_ms(final_spec) < fake_ms(seed_spec)  # one NetAdapt step cut the (stand-in) latency
     rows = {r["name"]: r for r in summary["report"]["rows"]}
-    assert set(rows) == {"space seed", "nas seed", "final"}
+    assert set(rows) == {"space seed", "data run", "nas seed", "final"}
     assert rows["space seed"]["ratio"] == 1.0 and rows["final"]["measured_ms"] == pytest.approx(fake_ms(final_spec))
     assert rows["space seed"]["test_top1"] is None and 0 <= rows["final"]["test_top1"] <= 100
+    assert 0 <= rows["data run"]["test_top1"] <= 100  # the trained baseline, scored beside the searched networks
     correction = summary["calibrate"]["correction"]
     assert correction is not None and "kept" in correction
     text = (out / "report.md").read_text()
@@ -95,6 +97,16 @@ def test_a_seed_that_already_meets_the_target_skips_netadapt(data_run, tmp_path)
     assert summary["netadapt"]["skipped"] is True and summary["final"]["same_as_seed"] is True
     assert summary["final"]["run"] == summary["seed"]["run"] and not (out / "final").exists()
     assert "skipped" in (out / "report.md").read_text()
+
+
+def test_only_a_finished_data_run_is_scored(data_run, tmp_path):
+    assert Pipeline.finished(data_run)
+    unfinished = tmp_path / "unfinished"
+    shutil.copytree(data_run, unfinished)
+    config = json.loads((unfinished / "config.json").read_text())
+    config["derived"]["total_steps"] += 1  # its last checkpoint one step short of the end
+    (unfinished / "config.json").write_text(json.dumps(config))
+    assert not Pipeline.finished(unfinished)
 
 
 def test_resume_after_an_interruption_runs_no_stage_twice(data_run, tmp_path):
@@ -157,4 +169,4 @@ def test_cli_runs_the_pipeline_and_prints_the_comparison(data_run, tmp_path, mon
     assert "--resume" in capsys.readouterr().err
     assert cli_main([*argv, "--resume", "--json"]) == 0
     summary = json.loads(capsys.readouterr().out)
-    assert summary["netadapt"]["skipped"] is True and len(summary["report"]["rows"]) == 3
+    assert summary["netadapt"]["skipped"] is True and len(summary["report"]["rows"]) == 4

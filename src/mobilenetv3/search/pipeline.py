@@ -12,8 +12,9 @@ network structures, then NetAdapt to search per layer for the number of filters"
    and said so, when the seed already meets it);
 5. ``final``: the adapted spec retrained with the same recipe (:mod:`.retrain`; ``scratch`` as the paper, or
    ``finetune``);
-6. ``report``: the space's own seed (e.g. V3-Small), the NAS seed and the final network measured end to end in
-   one interleaved session, their holdout and (once, at the end) test accuracy, in ``report.md``.
+6. ``report``: the space's own seed (e.g. V3-Small), the data run's network (trained with the recipe: the baseline
+   to beat), the NAS seed and the final network measured end to end in one interleaved session, their holdout and
+   (once, at the end) test accuracy, in ``report.md``.
 
 Every stage is resumable and journalled; the pipeline's own journal (``pipeline.jsonl``) records each finished
 stage, so ``resume=True`` skips them and continues the unfinished one from its own journal or checkpoint. A
@@ -32,6 +33,7 @@ from typing import Any
 
 from ..cost import spec_cost
 from ..spec import ArchSpec
+from ..train.checkpoint import read_pointer
 from ..train.evaluate import evaluate_run, read_run_config
 from .evaluator import Evaluator, SerialEvaluator
 from .growing_table import GrowingTable
@@ -209,20 +211,31 @@ class Pipeline:
                 "measured_ms": summary["measured_ms"], "predicted_ms": summary["predicted_ms"]}
 
     def report(self, seed_run: str, final_run: str) -> dict[str, Any]:
-        """The space's seed, the NAS seed and the final network measured in one session; test top-1 once."""
-        runs = {"nas seed": seed_run, "final": final_run}
+        """The space's seed, the data run's network, the NAS seed and the final network measured in one session;
+        test top-1 once for each trained run. The data run (the space's seed trained with the recipe, when it is
+        the main job) is the trained baseline the search must beat; one that has no checkpoint is timed only."""
+        runs = {"data run": str(self.options.data_run), "nas seed": seed_run, "final": final_run}
         specs = {"space seed": self.space.seed, **{k: ArchSpec.load(Path(v) / "spec.json") for k, v in runs.items()}}
-        self.log("pipeline: measuring the space's seed, the NAS seed and the final network end to end")
+        self.log("pipeline: measuring the space's seed, the data run, the NAS seed and the final network end to end")
         ms = dict(zip(specs, self.end_to_end(list(specs.values()), rounds=30), strict=True))
         rows = []
         for name, spec in specs.items():
             cost = spec_cost(spec, resolution=spec.resolution)
             row = {"name": name, "params": cost.params, "madds": cost.madds, "predicted_ms": self.table.predict(spec),
                    "measured_ms": ms[name], "ratio": ms[name] / ms["space seed"], "test_top1": None}
-            if name in runs:
+            if name == "data run" and not self.finished(runs[name]):
+                self.log(f"pipeline: the data run {runs[name]} has not finished its training: timed, not scored")
+            elif name in runs:
                 row["test_top1"] = evaluate_run(runs[name], split=self.options.test_split, device="cpu")["top1"]
             rows.append(row)
         return {"rows": rows}
+
+    @staticmethod
+    def finished(run_dir: str) -> bool:
+        """Whether a training run's last checkpoint is at its last step."""
+        pointer = read_pointer(run_dir)
+        total = read_run_config(run_dir).get("derived", {}).get("total_steps")
+        return pointer is not None and total is not None and int(pointer["global_step"]) >= int(total)
 
     # -- the whole --------------------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
