@@ -24,3 +24,19 @@ def make_colour_folder(tmp_path_factory):
         return str(root)
 
     return make
+
+
+@pytest.fixture(scope="session")
+def data_run(make_colour_folder, tmp_path_factory) -> str:
+    """A finished one-epoch training run of a tiny network on three noisy colours, with 12 images held out and the
+    Fashion-MNIST recipe's BatchNorm momentum: the data run of the search tests (read, never written)."""
+    from mobilenetv3.spec import ArchSpec, BlockSpec
+    from mobilenetv3.train.loop import train
+
+    folder = make_colour_folder({"red": (200, 40, 40), "green": (40, 200, 40), "blue": (40, 40, 200)}, 24, 2, 60)
+    root = tmp_path_factory.mktemp("data-run")
+    ArchSpec(name="tiny", blocks=(BlockSpec(3, 32, 16, stride=2),), stem_channels=16, last_channels=32,
+             head_channels=32, resolution=16).save(root / "spec.json")
+    train(out=str(root / "run"), spec=str(root / "spec.json"), data=folder, holdout=12, epochs=1, batch_size=16,
+          resolution=16, lr=0.05, bn_momentum=0.1, quiet=True, workers=0, eval_batch_size=64, tensorboard=False)
+    return str(root / "run")

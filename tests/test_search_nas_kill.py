@@ -15,21 +15,6 @@ from pathlib import Path
 
 import pytest
 
-from mobilenetv3.spec import ArchSpec, BlockSpec
-
-
-@pytest.fixture(scope="module")
-def data_run(make_colour_folder, tmp_path_factory) -> str:
-    from mobilenetv3.train.loop import train
-
-    folder = make_colour_folder({"red": (200, 40, 40), "green": (40, 200, 40), "blue": (40, 40, 200)}, 24, 2, 60)
-    root = tmp_path_factory.mktemp("kill-data")
-    ArchSpec(name="tiny", blocks=(BlockSpec(3, 32, 16, stride=2),), stem_channels=16, last_channels=32,
-             head_channels=32, resolution=16).save(root / "spec.json")
-    train(out=str(root / "run"), spec=str(root / "spec.json"), data=folder, holdout=12, epochs=1, batch_size=16,
-          resolution=16, lr=0.05, quiet=True, workers=0, eval_batch_size=64, tensorboard=False)
-    return str(root / "run")
-
 
 def command(data_run: str, table: Path, out: Path, *extra: str) -> list[str]:
     return [sys.executable, "-m", "mobilenetv3", "search", "nas", "--space", "mobilenet_v3_small", "--table",

@@ -14,7 +14,7 @@ from mobilenetv3.search import growing_table
 from mobilenetv3.search.latency_table import parse_key
 from mobilenetv3.search.pipeline import JOURNAL, STAGES, Pipeline, PipelineError, PipelineOptions
 from mobilenetv3.search.predictor import key_madds
-from mobilenetv3.spec import ArchSpec, BlockSpec
+from mobilenetv3.spec import ArchSpec
 from search_helpers import Interrupting
 
 torch.set_num_threads(1)
@@ -36,19 +36,6 @@ def fake_entries(monkeypatch):
         return {"count": 1, "median": ms, "p10": ms, "p90": ms}
 
     monkeypatch.setattr(growing_table, "time_key", entry)
-
-
-@pytest.fixture(scope="module")
-def data_run(make_colour_folder, tmp_path_factory) -> str:
-    from mobilenetv3.train.loop import train
-
-    folder = make_colour_folder({"red": (200, 40, 40), "green": (40, 200, 40), "blue": (40, 40, 200)}, 24, 2, 60)
-    root = tmp_path_factory.mktemp("pipeline-data")
-    ArchSpec(name="tiny", blocks=(BlockSpec(3, 32, 16, stride=2),), stem_channels=16, last_channels=32,
-             head_channels=32, resolution=16).save(root / "spec.json")
-    train(out=str(root / "run"), spec=str(root / "spec.json"), data=folder, holdout=12, epochs=1, batch_size=16,
-          resolution=16, lr=0.05, quiet=True, workers=0, eval_batch_size=64, tensorboard=False)
-    return str(root / "run")
 
 
 def options(data_run: str, target_ms: float, **changes) -> PipelineOptions:

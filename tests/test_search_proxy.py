@@ -11,27 +11,13 @@ from mobilenetv3.search.candidate import evaluate_candidate
 from mobilenetv3.search.nas import proxy_spec, task_from_run
 from mobilenetv3.search.proxy import ProxyTask, recalibrate_bn
 from mobilenetv3.search.space import get_space
-from mobilenetv3.spec import ArchSpec, BlockSpec
+from mobilenetv3.spec import ArchSpec
 
 torch.set_num_threads(1)
 
 
-@pytest.fixture(scope="module")
-def colour_run(make_colour_folder, tmp_path_factory) -> str:
-    """A one-epoch training run on three noisy colours, with a holdout and the Fashion-MNIST recipe's momentum."""
-    from mobilenetv3.train.loop import train
-
-    folder = make_colour_folder({"red": (200, 40, 40), "green": (40, 200, 40), "blue": (40, 40, 200)}, 40, 2, 60)
-    root = tmp_path_factory.mktemp("proxy-run")
-    ArchSpec(name="tiny", blocks=(BlockSpec(3, 32, 16, stride=2),), stem_channels=16, last_channels=32,
-             head_channels=32, resolution=16).save(root / "spec.json")
-    train(out=str(root / "run"), spec=str(root / "spec.json"), data=folder, holdout=30, epochs=1, batch_size=16,
-          resolution=16, lr=0.05, bn_momentum=0.1, quiet=True, workers=0, eval_batch_size=64, tensorboard=False)
-    return str(root / "run")
-
-
-def test_the_task_carries_the_runs_momentum_and_nas_specs_take_it(colour_run):
-    task, classes = task_from_run(colour_run, bn_batches=2)
+def test_the_task_carries_the_runs_momentum_and_nas_specs_take_it(data_run):
+    task, classes = task_from_run(data_run, bn_batches=2)
     assert task.bn_momentum == 0.1 and task.bn_batches == 2 and classes == 3
     assert task.channels_last  # the training loop's default, which the run recorded
     seed = get_space("mobilenet_v3_small").seed
@@ -43,10 +29,10 @@ def test_the_task_carries_the_runs_momentum_and_nas_specs_take_it(colour_run):
         ProxyTask(data="x", resolution=16, holdout=1, channels=3, mean=(0.5,), std=(0.5,), bn_batches=-1)
 
 
-def test_recalibration_is_the_average_over_the_batches(colour_run):
-    task, _ = task_from_run(colour_run, batch_size=8)
+def test_recalibration_is_the_average_over_the_batches(data_run):
+    task, _ = task_from_run(data_run, batch_size=8)
     torch.manual_seed(0)
-    model = build(proxy_spec(ArchSpec.load(f"{colour_run}/spec.json"), task, 3))
+    model = build(proxy_spec(ArchSpec.load(f"{data_run}/spec.json"), task, 3))
     weights = {k: v.clone() for k, v in model.state_dict().items() if "running" not in k and "num_batches" not in k}
     first = model.features[0]  # conv -> BN -> act: the BN's statistics are those of the conv's outputs
     seen = []
@@ -68,14 +54,14 @@ def test_recalibration_is_the_average_over_the_batches(colour_run):
     assert torch.equal(first.bn.running_mean, before)  # 0 batches: nothing changes
 
 
-def test_a_candidate_is_scored_after_recalibration(colour_run, tmp_path):
+def test_a_candidate_is_scored_after_recalibration(data_run, tmp_path):
     """evaluate_candidate trains, re-estimates the statistics as recalibrate_bn does, then scores: the saved
     weights hold the re-estimated statistics, and without bn_batches those of training."""
     from mobilenetv3.search.candidate import load_model
     from mobilenetv3.search.proxy import holdout_accuracy, train_steps
 
-    task, _ = task_from_run(colour_run, lr=0.05, bn_batches=3)
-    spec = ArchSpec.load(f"{colour_run}/spec.json").replace(bn_momentum=0.001)
+    task, _ = task_from_run(data_run, lr=0.05, bn_batches=3)
+    spec = ArchSpec.load(f"{data_run}/spec.json").replace(bn_momentum=0.001)
     job = {"spec": spec.to_dict(), "task": task.to_dict(), "steps": 5, "seed": 3}
     result = evaluate_candidate({**job, "out": str(tmp_path / "a.safetensors")})
     torch.manual_seed(3)
@@ -91,7 +77,7 @@ def test_a_candidate_is_scored_after_recalibration(colour_run, tmp_path):
     torch.testing.assert_close(load_model(plain["weights"]).features[0].bn.running_var, stale)
 
 
-def test_recalibration_needs_batch_norms_only_where_there_are_some(colour_run):
-    task, _ = task_from_run(colour_run)
+def test_recalibration_needs_batch_norms_only_where_there_are_some(data_run):
+    task, _ = task_from_run(data_run)
     model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 16 * 16, 3))
     assert recalibrate_bn(model, task, 2, seed=0) is model and not model.training
