@@ -84,7 +84,7 @@ def score_family(family: list[tuple[str, ArchSpec]], task: ProxyTask, classes: i
     if cache_file.is_file():
         for line in cache_file.read_text().splitlines():
             r = json.loads(line)
-            if r.get("task") == task.to_dict() and r.get("steps") == steps and r.get("seed") == seed:
+            if ProxyTask.from_dict(r["task"]) == task and r.get("steps") == steps and r.get("seed") == seed:
                 cache[r["spec_hash"]] = r["accuracy"]
     todo = [(n, s) for n, s in family if spec_hash(s) not in cache]
     jobs = [{"spec": proxy_spec(s, task, classes).to_dict(), "task": task.to_dict(), "steps": steps,
