@@ -114,7 +114,6 @@ def task_from_run(run_dir: str | os.PathLike, **changes: Any) -> tuple[ProxyTask
     if lr and "lr" not in changes:
         changes["lr"] = float(lr)
     changes.setdefault("bn_batches", BN_BATCHES)
-    changes.setdefault("channels_last", True)
     return ProxyTask.from_run(run_dir, **changes), ArchSpec.load(spec_file).num_classes
 
 
