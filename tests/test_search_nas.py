@@ -270,7 +270,7 @@ def test_cli_trains_samples_on_the_data_run(data_run, tmp_path, monkeypatch, cap
     out = tmp_path / "cli"
     argv = ["search", "nas", "--space", "mobilenet_v3_small", "--table", str(tmp_path / "t.json"), "--target-ms",
             "0.2", "--samples", "3", "--batch", "2", "--steps-per-sample", "1", "--top-k", "2", "--out", str(out),
-            "--data-run", data_run, "--backend", "serial", "--quiet", "--json"]
+            "--data-run", data_run, "--backend", "serial", "--quiet", "--json", "--proxy-warmup", "0.2"]
     assert cli_main(argv) == 0
     result = json.loads(capsys.readouterr().out)
     summary = result["summary"]
@@ -279,10 +279,11 @@ def test_cli_trains_samples_on_the_data_run(data_run, tmp_path, monkeypatch, cap
         assert 0 <= r["accuracy"] <= 100
     header = json.loads(lines(out / JOURNAL)[0])
     assert header["num_classes"] == 3 and header["task"]["holdout"] == 12 and header["task"]["lr"] == 0.05
+    assert (header["task"]["schedule"], header["task"]["warmup"]) == ("cosine", 0.2)
     assert header["latency"]["runtime"] == "onnxruntime"
     best = ArchSpec.load(out / "best" / "spec.json")  # deployed at the data's shape (--latency-shape data)
     assert (out / "report.md").is_file() and (best.num_classes, best.resolution, best.in_channels) == (3, 16, 3)
     assert header["latency"]["resolution"] == 16
-    assert cli_main(argv[:-1] + ["--resume"]) == 0  # a finished run: the summary again, as a table
+    assert cli_main([a for a in argv if a != "--json"] + ["--resume"]) == 0  # a finished run: the summary again, as a table
     text = capsys.readouterr().out
     assert "reward (measured)" in text and "3 samples" in text

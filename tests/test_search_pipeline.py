@@ -148,7 +148,7 @@ def test_cli_runs_the_pipeline_and_prints_the_comparison(data_run, tmp_path, mon
     out = tmp_path / "cli"
     argv = ["search", "pipeline", "--space", "mobilenet_v3_small", "--target-ms", "1000", "--data-run", data_run,
             "--out", str(out), "--calibrate", "0", "--samples", "2", "--batch", "2", "--steps-per-sample", "1",
-            "--epochs", "1", "--backend", "serial", "--quiet"]
+            "--epochs", "1", "--backend", "serial", "--quiet", "--hard"]
     assert cli_main(argv) == 0
     printed = capsys.readouterr().out
     assert "x space seed" in printed and "nas seed" in printed and f"report {out}/report.md" in printed
@@ -157,3 +157,5 @@ def test_cli_runs_the_pipeline_and_prints_the_comparison(data_run, tmp_path, mon
     assert cli_main([*argv, "--resume", "--json"]) == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["netadapt"]["skipped"] is True and len(summary["report"]["rows"]) == 4
+    nas_header = json.loads((out / "nas" / "journal.jsonl").read_text().splitlines()[0])
+    assert nas_header["options"]["hard"] is True and nas_header["task"]["schedule"] == "cosine"

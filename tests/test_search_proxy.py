@@ -2,6 +2,8 @@
 carried to the specs NAS trains from scratch, and a candidate's job re-estimating them before it is scored.
 How much it matters on Fashion-MNIST (a NAS sample at chance without it) is measured in docs/search.md."""
 
+import math
+
 import pytest
 import torch
 from torch import nn
@@ -9,7 +11,7 @@ from torch import nn
 from mobilenetv3.model import build
 from mobilenetv3.search.candidate import evaluate_candidate
 from mobilenetv3.search.nas import proxy_spec, task_from_run
-from mobilenetv3.search.proxy import ProxyTask, recalibrate_bn
+from mobilenetv3.search.proxy import ProxyTask, lr_factor, recalibrate_bn, train_steps
 from mobilenetv3.search.space import get_space
 from mobilenetv3.spec import ArchSpec
 
@@ -25,6 +27,9 @@ def test_the_task_carries_the_runs_momentum_and_nas_specs_take_it(data_run):
     trained = proxy_spec(seed, task, classes)
     assert trained.bn_momentum == 0.1 and build(trained).features[0].bn.momentum == 0.1
     assert ProxyTask.from_dict(task.to_dict()) == task
+    assert (task.schedule, task.warmup) == ("cosine", 0.1)  # NAS trains from scratch: warm-up, then decay
+    assert task_from_run(data_run, schedule="constant")[0].warmup == 0.0
+    assert ProxyTask.from_run(data_run).schedule == "constant"  # NetAdapt's fine-tune of trained weights
     with pytest.raises(ValueError, match="bn_batches"):
         ProxyTask(data="x", resolution=16, holdout=1, channels=3, mean=(0.5,), std=(0.5,), bn_batches=-1)
 
@@ -81,3 +86,31 @@ def test_recalibration_needs_batch_norms_only_where_there_are_some(data_run):
     task, _ = task_from_run(data_run)
     model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 16 * 16, 3))
     assert recalibrate_bn(model, task, 2, seed=0) is model and not model.training
+
+
+def test_the_cosine_schedule_warms_up_then_decays_as_computed_by_hand():
+    task = ProxyTask(data="x", resolution=16, holdout=1, channels=1, mean=(0.5,), std=(0.5,), schedule="cosine",
+                     warmup=0.2)
+    # 10 steps, ceil(0.2 x 10) = 2 warm-up steps at 1/3 and 2/3, then 0.5 (1 + cos(pi k / 8)) for k = 0..7
+    assert [round(lr_factor(task, s, 10), 6) for s in (0, 1, 2, 6, 9)] == [
+        round(1 / 3, 6), round(2 / 3, 6), 1.0, 0.5, round(0.5 * (1 + math.cos(math.pi * 7 / 8)), 6)]
+    assert lr_factor(ProxyTask(data="x", resolution=16, holdout=1, channels=1, mean=(0.5,), std=(0.5,)), 9, 10) == 1
+    for bad in ({"schedule": "step"}, {"warmup": 1.0}, {"warmup": -0.1}):
+        with pytest.raises(ValueError, match="schedule must be one of constant, cosine"):
+            ProxyTask(data="x", resolution=16, holdout=1, channels=1, mean=(0.5,), std=(0.5,), **bad)
+
+
+def test_training_steps_follow_the_schedule(data_run, monkeypatch):
+    task, classes = task_from_run(data_run, batch_size=8, schedule="cosine", warmup=0.25, lr=0.4)
+    seen = []
+    step = torch.optim.SGD.step
+
+    def recording_step(self, *args, **kwargs):
+        seen.append(self.param_groups[0]["lr"])
+        return step(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.SGD, "step", recording_step)
+    model = build(proxy_spec(ArchSpec.load(f"{data_run}/spec.json"), task, classes))
+    train_steps(model, task, 4, seed=0)
+    # one warm-up step at 0.4 / 2, then 0.4 x 0.5 (1 + cos(pi k / 3)) for k = 0, 1, 2
+    assert seen == pytest.approx([0.2, 0.4, 0.3, 0.1])

@@ -70,7 +70,8 @@ def cmd_nas(args: argparse.Namespace) -> int:
     if args.workers < 1:
         raise CLIError(f"--workers must be >= 1, got {args.workers}")
     changes = {k: v for k, v in (("lr", args.proxy_lr), ("eval_limit", args.eval_limit),
-                                 ("bn_batches", args.bn_batches)) if v is not None}
+                                 ("bn_batches", args.bn_batches), ("schedule", args.proxy_schedule),
+                                 ("warmup", args.proxy_warmup)) if v is not None}
     task, classes = task_from_run(args.data_run, **changes)
     space = get_space(args.space)
     if args.latency_shape == "data":
@@ -110,7 +111,7 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
     if args.workers < 1:
         raise CLIError(f"--workers must be >= 1, got {args.workers}")
     nas = {"samples": args.samples, "steps_per_sample": args.steps_per_sample, "strategy": args.strategy,
-           "batch": args.batch}
+           "batch": args.batch, "hard": args.hard, "w": args.w}
     netadapt = {"steps_per_proposal": args.steps_per_proposal, "delta_ratio": args.delta}
     train = {k: v for k, v in (("epochs", args.epochs), ("threads", args.train_threads)) if v is not None}
     options = PipelineOptions(space=args.space, target_ms=args.target_ms, data_run=args.data_run,
@@ -210,6 +211,7 @@ def register(sub) -> None:
 def register_nas(actions, table_runtimes) -> None:
     from ..search.controller import ALGORITHMS
     from ..search.nas import STRATEGIES
+    from ..search.proxy import SCHEDULES
     from ..search.space import SPACES
 
     n = actions.add_parser(
@@ -234,7 +236,12 @@ def register_nas(actions, table_runtimes) -> None:
                    help="proxy training steps of each sample, from scratch (default 60: under a minute of one core "
                         "for most samples of the V3-Small space at 80 px)")
     n.add_argument("--proxy-lr", type=float, default=None,
-                   help="the proxy training's constant learning rate (default: the data run's)")
+                   help="the proxy training's peak learning rate (default: the data run's)")
+    n.add_argument("--proxy-schedule", choices=SCHEDULES, default=None,
+                   help="the proxy's learning rate over its steps: cosine (default; a linear warm-up, then a cosine "
+                        "decay to 0) or constant (how runs before 2026-12-03 trained)")
+    n.add_argument("--proxy-warmup", type=float, default=None,
+                   help="the cosine schedule's warm-up, a fraction of the steps (default 0.1)")
     n.add_argument("--eval-limit", type=int, default=None, help="score on the first N holdout images (default all)")
     n.add_argument("--bn-batches", type=int, default=None,
                    help="training batches that re-estimate each sample's BatchNorm statistics before it is scored "
@@ -286,6 +293,10 @@ def register_pipeline(actions, table_runtimes) -> None:
     n.add_argument("--steps-per-sample", type=int, default=60, help="NAS proxy steps per sample (default 60)")
     n.add_argument("--batch", type=int, default=4, help="NAS samples per controller update (default 4)")
     n.add_argument("--strategy", choices=STRATEGIES, default="controller", help="NAS: controller or random")
+    n.add_argument("--hard", action="store_true",
+                   help="NAS: MnasNet's hard constraint (no reward for beating the target) instead of the soft one")
+    n.add_argument("--w", type=float, default=None,
+                   help="NAS: the soft constraint's latency weight (default: -0.07 Large, -0.15 Small)")
     n.add_argument("--steps-per-proposal", type=int, default=30, metavar="T",
                    help="NetAdapt's fine-tune steps per proposal (default 30)")
     n.add_argument("--delta", type=float, default=0.025, help="NetAdapt's delta (default 0.025)")
