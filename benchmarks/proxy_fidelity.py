@@ -11,7 +11,7 @@ network is trained from scratch on it exactly as a NAS sample is (``evaluate_can
 each network's proxy accuracy (mean over seeds, and their standard deviation), Kendall's tau and Spearman's rho
 against the trained accuracies, the pairs the proxy orders wrongly, and the seconds of one core per network.
 Results are cached in ``fidelity.jsonl`` under ``--out`` (a rerun trains nothing twice) and summarised in
-``fidelity.json``.
+``fidelity.json`` (``--summary``).
 """
 
 from __future__ import annotations
@@ -79,6 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", type=int, default=1)
     p.add_argument("--seed", type=int, default=0, help="the NAS seed whose sample seed rule is used")
     p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--summary", default="fidelity.json", help="the summary's file name under --out")
     args = p.parse_args(argv)
 
     out = Path(args.out)
@@ -129,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
             evaluator.run(evaluate_candidate, jobs, on_result=done)
 
     trained = [acc for _, _, acc in nets]
-    summary = {"data_run": args.data_run, "trained": {n: a for n, _, a in nets}, "settings": []}
+    summary = {"data_run": args.data_run, "seeds": args.seeds, "trained": {n: a for n, _, a in nets}, "settings": []}
     for label, task, steps in settings:
         per_net, spread, seconds = [], [], []
         for _, spec, _ in nets:
@@ -152,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {name:<18} trained {acc:6.2f}%   proxy {a:6.2f}%{noise}")
         print(f"  Kendall tau {row['kendall_tau']:+.3f}, Spearman rho {row['spearman_rho']:+.3f}; "
               f"misordered pairs: {', '.join(wrong) or 'none'}")
-    (out / "fidelity.json").write_text(json.dumps(summary, indent=1) + "\n")
+    (out / args.summary).write_text(json.dumps(summary, indent=1) + "\n")
     return 0
 
 
