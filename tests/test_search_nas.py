@@ -284,6 +284,7 @@ def test_cli_trains_samples_on_the_data_run(data_run, tmp_path, monkeypatch, cap
     best = ArchSpec.load(out / "best" / "spec.json")  # deployed at the data's shape (--latency-shape data)
     assert (out / "report.md").is_file() and (best.num_classes, best.resolution, best.in_channels) == (3, 16, 3)
     assert header["latency"]["resolution"] == 16
-    assert cli_main([a for a in argv if a != "--json"] + ["--resume"]) == 0  # a finished run: the summary again, as a table
+    # a finished run: the summary again, as a table
+    assert cli_main([a for a in argv if a != "--json"] + ["--resume"]) == 0
     text = capsys.readouterr().out
     assert "reward (measured)" in text and "3 samples" in text
