@@ -298,7 +298,9 @@ def register(sub) -> None:
     g = p.add_argument_group("fine-tuning and quantisation-aware training")
     g.add_argument("--init", metavar="RUN_DIR|FILE.safetensors",
                    help="start from a run's EMA weights (its model and data options are the defaults) or a weights "
-                        "file; the architecture must match")
+                        "file; the architecture must match. Segmentation and detection: a classification run or "
+                        "file as the pretrained backbone (loaded while the shapes agree; 1 <-> 3 channel stems "
+                        "adapted; the head from scratch)")
     g.add_argument("--qat", action="store_true", default=None,
                    help="quantisation-aware training: fake int8 as ONNX Runtime runs it (needs the deploy extra); "
                         "at the end RUN_DIR/model-int8.onnx is written and evaluated")

@@ -19,6 +19,8 @@ def base_spec(c: TrainConfig, run_dir: Path) -> Any:
     task = get_task(c.task)
     if c.resume:
         return task.load_spec(run_dir / "spec.json")
+    if c.spec is None and c.model is None and c.task != "classification":
+        raise ValueError(f"--init gives a {c.task} run its backbone's weights only: give --model or --spec")
     if c.spec is None and c.model is None:  # --init gives the architecture
         base = init_spec(c.init)
         if base is None:
