@@ -166,3 +166,16 @@ def load_init(model: nn.Module, init: str | os.PathLike, spec: ArchSpec) -> dict
         raise CheckpointError(f"{e} (the architecture of --init must be this run's)") from None
     model.load_state_dict(state)
     return {"file": str(weights), "weights": which, "global_step": metadata.get("global_step")}
+
+
+def apply_init(model: nn.Module, init: str | os.PathLike, spec: Any, task: str) -> str:
+    """Load ``init`` into a new run's ``model``: the whole network for classification (:func:`load_init`), the
+    backbone for a dense task (:func:`load_backbone_init`); returns the line the run logs."""
+    if task == "classification":
+        source = load_init(model, init, spec)
+        return f"starting from the {source['weights']} weights of {source['file']}"
+    source = load_backbone_init(model.backbone, init)
+    rest = f"; from {source['skipped']} on, random" if source["skipped"] else ""
+    stem = " (stem adapted to this run's channels)" if source["stem_adapted"] else ""
+    return (f"backbone from the {source['weights']} weights of {source['file']}: modules 0-{source['modules'] - 1} "
+            f"of {source['total']}{stem}{rest}")

@@ -34,7 +34,7 @@ from .config import TrainConfig
 from .datasets import load_datasets, make_loader
 from .ema import ModelEMA
 from .evaluate import resolve_device
-from .init_weights import load_backbone_init, load_init
+from .init_weights import apply_init
 from .optim import make_optimizer, param_groups
 from .progress import Progress, StopFlag
 from .qat_phase import (
@@ -146,15 +146,7 @@ class Trainer(RunDirectory, TrainerState):
         seed_everything(c.seed)  # the same initial weights on every rank and in every run with this seed
         self.raw_model = self.task.build_model(spec).to(self.device)
         if c.init is not None and not c.resume:
-            if c.task == "classification":
-                source = load_init(self.raw_model, c.init, spec)
-                self.log(f"starting from the {source['weights']} weights of {source['file']}")
-            else:
-                source = load_backbone_init(self.raw_model.backbone, c.init)
-                rest = f"; from {source['skipped']} on, random" if source["skipped"] else ""
-                self.log(f"backbone from the {source['weights']} weights of {source['file']}: modules 0-"
-                         f"{source['modules'] - 1} of {source['total']}"
-                         + (" (stem adapted to this run's channels)" if source["stem_adapted"] else "") + rest)
+            self.log(apply_init(self.raw_model, c.init, spec, c.task))
         self.channels_last = bool(c.channels_last)
         if self.channels_last:
             self.raw_model = self.raw_model.to(memory_format=torch.channels_last)
