@@ -98,14 +98,17 @@ class DetectionTask(Task):
         return spec.resolution
 
     @classmethod
+    def eval_resize(cls, data_info: Mapping[str, Any]) -> int | None:
+        """The side the run's evaluation resizes every image to: the recorded resolution (320 for runs that
+        recorded none) for COCO data; ``None`` for the scenes, evaluated as drawn."""
+        kind, _ = parse_det_name(data_info["name"])
+        return None if kind == "scenes" else int(data_info.get("resolution") or 320)
+
+    @classmethod
     def eval_input_size(cls, data_info: Mapping[str, Any]) -> tuple[int, int]:
-        """A scenes run's canvas (scenes are evaluated as drawn); for COCO the recorded resolution, square (the
-        evaluation resizes every image to it; 320 for runs that recorded none)."""
-        kind, argument = parse_det_name(data_info["name"])
-        if kind == "scenes":
-            return canvas_size(argument)
-        r = int(data_info.get("resolution") or 320)
-        return r, r
+        """A scenes run's canvas; for COCO the resize side, square (see :meth:`eval_resize`)."""
+        side = cls.eval_resize(data_info)
+        return canvas_size(parse_det_name(data_info["name"])[1]) if side is None else (side, side)
 
     @classmethod
     def with_run_options(cls, spec: DetSpec, changes: Mapping[str, Any]) -> DetSpec:

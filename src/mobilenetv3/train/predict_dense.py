@@ -26,8 +26,8 @@ import torch
 from PIL import Image, ImageDraw
 
 from ..data import DataError, DetEvalTransform, SegEvalTransform, decode_image
-from ..data.det_loader import parse_det_name
 from ..data.det_transforms import to_original
+from ..tasks.detection import DetectionTask
 from ..tasks.segmentation import resize_logits
 from .evaluate import load_run, read_run_config, resolve_device
 
@@ -129,13 +129,6 @@ def blend(rgb: np.ndarray, mask: torch.Tensor | np.ndarray, alpha: float = 0.5) 
     return Image.fromarray(np.clip(np.rint(out), 0, 255).astype(np.uint8), "RGB")
 
 
-def detection_input_size(data_info: Mapping[str, Any]) -> int | None:
-    """The side the run's evaluation resizes images to: the recorded resolution (320 by default) for COCO data;
-    ``None`` (the image as it is) for the scenes, evaluated at their canvas size."""
-    kind, _ = parse_det_name(data_info["name"])
-    return None if kind == "scenes" else int(data_info.get("resolution") or 320)
-
-
 @torch.no_grad()
 def predict_detection(run_dir: str | os.PathLike, image: str | os.PathLike, *, weights: str = "ema",
                       checkpoint: str = "last", device: str | None = "auto", score_threshold: float = 0.3
@@ -152,7 +145,7 @@ def predict_detection(run_dir: str | os.PathLike, image: str | os.PathLike, *, w
     img = load_for_run(image, d, run_dir)
     orig = tuple(int(v) for v in img.shape[-2:])
     transform = DetEvalTransform(mean=tuple(d["mean"]), std=tuple(d["std"]), channels=check_channels(d, run_dir),
-                                 size=detection_input_size(d))
+                                 size=DetectionTask.eval_resize(d))
     empty = {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64)}
     x, target = transform(img, empty)
     size = tuple(int(v) for v in target["size"])
