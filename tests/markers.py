@@ -6,3 +6,5 @@ import pytest
 
 needs_onnx = pytest.mark.skipif(not all(importlib.util.find_spec(m) for m in ("onnx", "onnxruntime")),
                                 reason="needs the deploy extra (onnx, onnxruntime)")
+needs_openvino = pytest.mark.skipif(not all(importlib.util.find_spec(m) for m in ("onnx", "openvino")),
+                                    reason="needs the openvino extra (onnx, openvino)")

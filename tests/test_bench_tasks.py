@@ -3,10 +3,11 @@ against the paper's figures (made-up timings equal to the paper's give the paper
 through the bench and the CLI. No test asserts a time."""
 
 import json
+import sys
 
 import pytest
 
-from markers import needs_onnx
+from markers import needs_onnx, needs_openvino
 from mobilenetv3.bench import tasks
 from mobilenetv3.bench.report import section_report
 from mobilenetv3.bench.run import paper_comparisons
@@ -99,6 +100,21 @@ def test_cli_runs_the_task_sections_on_onnxruntime(capsys):
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert "SSDLite V3-Small-Y" in out and "V3-Y / V2" in out and "paper P-1" in out
+
+
+@needs_openvino
+def test_the_task_sections_run_on_openvino():
+    res = paper_comparisons("segmentation", **{**TINY, "runtime": "openvino"})
+    rows = res["sections"]["segmentation"]["rows"]
+    assert res["settings"]["runtime"] == "openvino" and {r["runtime"] for r in rows} == {"openvino"}
+    assert all(r["median_ms"] > 0 for r in rows)
+
+
+def test_a_missing_openvino_is_named_before_any_work(capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "openvino", None)  # import fails as if it were not installed
+    assert main(["bench", "--sections", "segmentation", "--runtime", "openvino", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "openvino is not installed" in err and "mobilenetv3[openvino]" in err
 
 
 @pytest.mark.parametrize("argv, message", [

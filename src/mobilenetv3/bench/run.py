@@ -13,7 +13,7 @@ from ..cost import MADDS_RULE, spec_cost
 from ..deploy.fold import calibrate_bn_on_noise
 from ..extras import require
 from ..inputs import example_input
-from ..latency.targets import prepare_runtime
+from ..latency.targets import prepare_runtime, target
 from ..runtime.cpu import machine_info, pinned_threads
 from ..runtime.peer_env import PEER_SETUP_HINT, find_peer_python
 from ..runtime.timing import clock_timer, percentile, time_interleaved
@@ -74,11 +74,13 @@ def check_bench_args(sections: Sequence[str] | str | None, peers: bool, runtime:
     if not isinstance(warmup, int) or warmup < 0 or min_seconds < 0:
         raise ValueError(f"warmup and min_seconds must not be negative, got {warmup!r} and {min_seconds!r}")
     ordered = [s for s in BENCH_SECTIONS if s in wanted]
-    needs_ort = [s for s in ordered if s == "int8" or (runtime == "onnxruntime" and s in SECTIONS)]
+    needs_ort = [s for s in ordered if s == "int8"]
     if needs_ort:
-        purpose = f"the {', '.join(needs_ort)} section{'s' if len(needs_ort) > 1 else ''} (ONNX Runtime)"
+        purpose = "the int8 section (ONNX Runtime)"
         require("onnxruntime", purpose=purpose)
         require("onnx", purpose=purpose)
+    if any(s in SECTIONS for s in ordered):
+        target(runtime).require()  # the chosen runtime's extra (ONNX Runtime, OpenVINO), before any work
     return ordered
 
 

@@ -19,7 +19,7 @@ from .tasks import segmentation_heads, ssdlite_detectors
 
 BENCH_SECTIONS = ("v3-vs-v2", "hswish", "grid", "int8", "segmentation", "detection", "peers")
 DEFAULT_BENCH_SECTIONS = ("v3-vs-v2", "hswish", "grid", "int8")
-BENCH_RUNTIMES = CORE_RUNTIMES
+BENCH_RUNTIMES = (*CORE_RUNTIMES, "openvino")  # OpenVINO (float) with its extra
 # Figure 7: multipliers at 224, resolutions at 1.0; the bench times the whole cross product of the two.
 GRID_MULTIPLIERS = (0.35, 0.5, 0.75, 1.0, 1.25)
 GRID_RESOLUTIONS = (96, 128, 160, 192, 224, 256)
