@@ -12,7 +12,7 @@ from mobilenetv3.bench import tasks
 from mobilenetv3.bench.report import section_report
 from mobilenetv3.bench.run import paper_comparisons
 from mobilenetv3.cli import main
-from mobilenetv3.detection import det_cost
+from mobilenetv3.detection import RawOutputs, det_cost
 from mobilenetv3.detection.paper import TABLE6
 from mobilenetv3.segmentation import seg_cost
 from mobilenetv3.segmentation.paper import TABLE7
@@ -72,7 +72,7 @@ def test_raw_outputs_are_the_head_outputs():
 
     model = build_detection(TABLE6[4].spec()).eval()
     x = torch.randn(1, 3, 64, 64)
-    cls_logits, boxes = tasks.RawOutputs(model)(x)
+    cls_logits, boxes = RawOutputs(model)(x)
     ref = model(x, raw=True)
     assert torch.equal(cls_logits, ref[0]) and torch.equal(boxes, ref[1])
     assert cls_logits.shape[-1] == 91 and boxes.shape[-1] == 4

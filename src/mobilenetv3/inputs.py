@@ -77,8 +77,10 @@ def as_model(model: nn.Module | ArchSpec | str) -> nn.Module:
 
 def example_input(model: nn.Module, resolution: int | Sequence[int] | None = None, batch: int = 1,
                   seed: int = 0) -> torch.Tensor:
-    """A seeded standard-normal input batch for ``model`` at ``resolution`` (default: its spec's)."""
-    spec = model_spec(model)
+    """A seeded standard-normal input batch for ``model`` at ``resolution`` (a side or (height, width); default:
+    its spec's), with the channels of the spec that says what it takes (:func:`input_spec`: a task model's
+    backbone's)."""
+    spec = input_spec(model)
     if resolution is None:
         if spec is None:
             raise ValueError("give a resolution for a module without a spec")
@@ -127,7 +129,7 @@ def resolve_input(model: nn.Module, x: torch.Tensor | None = None, resolution: i
                   require_float32: bool = True) -> torch.Tensor:
     """``x`` checked against ``model``'s spec (float32, or the model's dtype), or :func:`example_input` when
     ``x`` is None."""
-    spec = model_spec(model)
+    spec = input_spec(model)
     if x is None:
         return example_input(model, resolution, batch)
     if spec is not None:

@@ -11,10 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-import torch
-from torch import nn
-
-from ..detection import build_detection, det_cost
+from ..detection import RawOutputs, build_detection, det_cost
 from ..detection.paper import TABLE6
 from ..segmentation import build_segmentation, seg_cost
 from ..segmentation.paper import TABLE7
@@ -29,18 +26,6 @@ DET_RESOLUTION = 320
 SEG_PAIRS = ((7, 6, "LR-ASPP / R-ASPP (V3, rows 7/6)"), (8, 4, "V3 / V2 (LR-ASPP F=128, rows 8/4)"))
 DET_PAIRS = (("V3", "V2", "V3 / V2"), ("V3^Y", "V2", "V3-Y / V2"), ("V3-Small", "V2", "V3-Small / V2"),
              ("V3-Small^Y", "V2", "V3-Small-Y / V2"), ("MnasNet", "V2", "MnasNet / V2"))
-
-
-class RawOutputs(nn.Module):
-    """A detector's head outputs (class logits and box regressions, no decoding or NMS): what Table 6's latency
-    compares across backbones, the post-processing being the same for all."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.model(x, raw=True)
 
 
 def fastest_ratio(a: dict, b: dict) -> float:
@@ -113,5 +98,5 @@ def ssdlite_detectors(s: dict) -> tuple[list[dict], Callable]:
     return entries, summarise
 
 
-__all__ = ["DET_PAIRS", "DET_RESOLUTION", "PAPER_SEG_HALF_MS", "RawOutputs", "SEG_PAIRS", "SEG_ROWS", "SEG_SIZE",
+__all__ = ["DET_PAIRS", "DET_RESOLUTION", "PAPER_SEG_HALF_MS", "SEG_PAIRS", "SEG_ROWS", "SEG_SIZE",
            "fastest_ratio", "pair_comparisons", "segmentation_heads", "ssdlite_detectors"]

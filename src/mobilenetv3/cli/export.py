@@ -112,21 +112,28 @@ def print_output_checks(report, runner: str = "ONNX Runtime") -> None:
                  for c in report.checks]))
 
 
-def export_task_file(args: argparse.Namespace, model, task: str, data_info: dict) -> int:
-    """A segmentation or detection run to float ONNX (:func:`mobilenetv3.deploy.export_task_onnx`), a
-    segmentation run to int8 ONNX (``--int8``: :func:`mobilenetv3.deploy.export_task_int8`)."""
+def export_task_file(args: argparse.Namespace, model, task: str, data_info: dict | None) -> int:
+    """A segmentation or detection run (``data_info``: its recorded data) or network without a run (None) to
+    float ONNX (:func:`mobilenetv3.deploy.export_task_onnx`), a segmentation run to int8 ONNX (``--int8``:
+    :func:`mobilenetv3.deploy.export_task_int8`)."""
+    trained = data_info is not None
     from ..deploy import ExportMismatchError, TaskExportError, export_task_onnx
     from ..deploy.output import OutputPathError
     from ..extras import MissingExtraError
 
     if args.int8 and task != "segmentation":
         raise CLIError(f"--int8 export of {task} runs is not supported yet: export float ONNX (leave out --int8)")
+    if args.int8 and not trained:
+        raise CLIError(f"--int8 of a {task} network calibrates on a trained run's data: give a RUN_DIR (to time "
+                       f"int8 without one: mnv3 latency {args.name or '--spec ' + str(args.spec)} --runtime "
+                       f"onnxruntime-int8)")
     if args.format != "onnx":
         raise CLIError(f"--format {args.format} is not supported for {task} runs yet: use --format onnx")
     if args.input_size is not None and args.resolution is not None:
         raise CLIError("give the input size once: --input-size H W or --resolution R")
-    if args.check_images is not None and (task != "detection" or args.check_images < 0):
-        raise CLIError("--check-images N (N >= 0) applies to detection runs")
+    if args.check_images is not None and (task != "detection" or args.check_images < 0 or not trained):
+        raise CLIError("--check-images N (N >= 0) applies to detection runs (a network without a run is checked "
+                       "on seeded random inputs)")
     size = args.input_size or args.resolution
     if args.int8:
         if args.check_size:
@@ -144,9 +151,9 @@ def export_task_file(args: argparse.Namespace, model, task: str, data_info: dict
     except ExportMismatchError as e:
         print(f"mnv3 export: error: {e}", file=sys.stderr)
         if args.json and e.report is not None:
-            print_json({**e.report.to_dict(), "ok": False, "trained_weights": True, "task": task})
+            print_json({**e.report.to_dict(), "ok": False, "trained_weights": trained, "task": task})
         return 1
-    result = {**report.to_dict(), "ok": True, "trained_weights": True, "task": task}
+    result = {**report.to_dict(), "ok": True, "trained_weights": trained, "task": task}
     spec = model.spec
     if task == "segmentation" and spec.pooling == "kernel":
         result["min_input_size"] = list(spec.min_input())
@@ -156,7 +163,8 @@ def export_task_file(args: argparse.Namespace, model, task: str, data_info: dict
     if task == "segmentation":
         describe_file(report, f"{spec.num_classes}-class logits at the input's size, ")
         print_output_checks(report)
-        print(f"ok: within {report.atol:g} at {len(report.checks)} input size(s)")
+        print(f"ok: within {report.atol:g} at {len(report.checks)} input size(s)"
+              + ("" if trained else " (random weights, BatchNorm calibrated on noise)"))
         if "min_input_size" in result and report.dynamic_resolution:
             print("note: the pooling kernel needs inputs of at least {}x{}".format(*result["min_input_size"]))
         elif not report.dynamic_resolution:
@@ -196,15 +204,11 @@ def cmd_export(args: argparse.Namespace) -> int:
             raise CLIError(f"{option} shapes the QDQ ONNX graph; it does not apply to --int8-toolchain pt2e")
     if args.int8 and args.calib_samples < 1:
         raise CLIError(f"--calib-samples must be a positive integer, got {args.calib_samples}")
-    model, trained = load_model(args.name, args.spec, args.width_mult, args.checkpoint, args.weights,
-                                args.resolution)
-    if trained:
+    model, task, trained = load_model(args)
+    if task != "classification":
         from ..train.evaluate import read_run_config
 
-        config = read_run_config(args.name)
-        task = config["train"].get("task") or "classification"
-        if task != "classification":
-            return export_task_file(args, model, task, config["data"])
+        return export_task_file(args, model, task, read_run_config(args.name)["data"] if trained else None)
     if args.input_size is not None or args.check_size or args.check_images is not None:
         raise CLIError("--input-size, --check-size and --check-images apply to segmentation and detection runs "
                        "(a classifier: --resolution, checked at other sizes with --dynamic-resolution)")

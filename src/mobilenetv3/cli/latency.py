@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ..runtime.timing import format_ms
-from .arguments import add_model_source, load_model
+from .arguments import add_input_size, add_model_source, given_size, load_model, run_input_size
 from .output import CLIError, check_resolution, print_json, table
 
 
@@ -81,11 +81,15 @@ def cmd_latency(args: argparse.Namespace) -> int:
     args.runtime = args.runtime or "eager"
     if args.predict and args.runtime == "all":
         raise CLIError("--predict compares with one runtime: the table's (give --runtime)")
-    model, trained = load_model(args.name, args.spec, args.width_mult, args.checkpoint, args.weights,
-                                args.resolution)
+    model, task, trained = load_model(args)
+    size = given_size(args)
+    if args.predict and size is not None and size[0] != size[1]:
+        raise CLIError("--predict takes a square input (a latency table is built at one resolution)")
+    if task != "classification":
+        model, size = task_network(args, model, task, trained, size)
     runtimes = latency.available_runtimes() if args.runtime == "all" else [args.runtime]
     try:
-        report = latency.latency_report(model, runtimes, per_layer=args.per_layer, resolution=args.resolution,
+        report = latency.latency_report(model, runtimes, per_layer=args.per_layer, resolution=size,
                                         batch=args.batch, threads=args.threads, warmup=args.warmup,
                                         min_runs=args.min_runs, min_seconds=args.min_seconds,
                                         channels_last=args.channels_last, frozen_method=args.frozen_method)
@@ -93,11 +97,13 @@ def cmd_latency(args: argparse.Namespace) -> int:
         raise CLIError(str(e)) from None
     results, layers = report["results"], report["per_layer_eager"]
     for r in results:
-        r["trained_weights"] = trained
+        r.update(trained_weights=trained, task=task)
+        if task == "detection":
+            r["timed"] = "head outputs"
     if args.predict:
         from .latency_table import predicted_line
 
-        report["predicted"] = predicted_line(results[0], args.predict, model, args.resolution, args.force)
+        report["predicted"] = predicted_line(results[0], args.predict, model, size and size[0], args.force)
     if args.json:
         print_json(report)
         return 0
@@ -125,9 +131,34 @@ def cmd_latency(args: argparse.Namespace) -> int:
         from .latency_table import print_predicted
 
         print_predicted(report["predicted"])
+    if task == "detection":
+        print(f"\n{DETECTION_NOTE}")
     if not trained:
         print("\nrandom weights (no checkpoint); latency does not depend on them")
     return 0
+
+
+DETECTION_NOTE = ("timed up to the head outputs (class logits and box regressions), as Table 6 compares backbones; "
+                  "decoding and NMS are not timed: for the whole pipeline export a run (mnv3 export RUN --out "
+                  "F.onnx, NMS inside) and time the file (mnv3 latency F.onnx)")
+
+
+def task_network(args: argparse.Namespace, model, task: str, trained: bool, size: tuple[int, int] | None):
+    """A segmentation or detection network as it is timed (a detector up to its head outputs) and its input size
+    (given, else the run's evaluation size, else the task's default)."""
+    from ..detection import RawOutputs
+    from ..tasks import get_task
+
+    if args.per_layer:
+        raise CLIError(f"--per-layer profiles classifiers; for a {task} network export it (mnv3 export ... --out "
+                       f"F.onnx) and profile the file: mnv3 latency F.onnx --per-layer")
+    if args.predict:
+        raise CLIError("--predict: latency tables cover the classifier search spaces, not a " + task + " network")
+    if size is None:
+        size = run_input_size(args.name, task) if trained else get_task(task).default_input_size(model.spec)
+    if task == "segmentation":
+        model.spec.pooled_size(*size)  # a clear error when the pooling kernel does not fit
+    return (RawOutputs(model) if task == "detection" else model), size
 
 
 def register(sub) -> None:
@@ -143,6 +174,8 @@ def register(sub) -> None:
                         "installed; onnxruntime-int8 / openvino-int8: the int8 QDQ model, calibrated on random inputs: "
                         "latency does not depend on them; openvino-bf16: bf16 where the CPU has it). NAME may also be "
                         "an .onnx file, timed as it is in ONNX Runtime")
+    add_input_size(p, "input height and width (default: the spec's resolution; 1024x2048 for a segmentation "
+                      "network, Table 7's size; 320 for a detector; a run's evaluation size)")
     p.add_argument("--threads", type=int, default=1, help="intra-op threads (default 1)")
     p.add_argument("--warmup", type=int, default=10, help="untimed runs first (default 10)")
     p.add_argument("--min-runs", type=int, default=50, help="at least this many timed runs (default 50)")

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
-from ..cost import MADDS_RULE, spec_cost, zoo_costs
-from ..zoo import REGISTRY, resolve_spec
-from .output import check_resolution, print_json, table
+from ..cost import MADDS_RULE, zoo_costs
+from .arguments import SOURCE_HELP, add_input_size, given_size
+from .output import CLIError, check_resolution, print_json, table
 
 
 def cmd_models(args: argparse.Namespace) -> int:
@@ -24,10 +25,38 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def profiled_network(args: argparse.Namespace) -> tuple[str, object, tuple[int, int]]:
+    """``(task, spec, (height, width))`` of the command's model source: a registered network or spec file of any
+    task at its default size (a classifier's resolution, Cityscapes' 1024x2048 for segmentation, 320 for
+    detection), or a run's spec at the size the run evaluates at; ``--input-size`` / ``--resolution`` override."""
+    from ..tasks import get_task
+    from ..tasks.lookup import resolve_network
+    from ..train.evaluate import is_run_dir, read_run_config
+
+    size = given_size(args)
+    if args.spec is None and is_run_dir(args.name):
+        if args.width_mult != 1.0:
+            raise CLIError("--width-mult applies to zoo models, not to a run directory")
+        if not Path(args.name).is_dir():
+            raise FileNotFoundError(f"run directory not found: {args.name}")
+        config = read_run_config(args.name)
+        task = config["train"].get("task") or "classification"
+        spec = get_task(task).load_spec(Path(args.name) / "spec.json")
+        default = (get_task(task).eval_input_size(config["data"]) if task != "classification"
+                   else get_task(task).default_input_size(spec))
+        return task, spec, size or default
+    name, spec_file = (None, args.name) if args.spec is None and args.name and args.name.endswith(".json") \
+        else (args.name, args.spec)
+    task, spec = resolve_network(name, spec_file, args.width_mult)
+    return task, spec, size or get_task(task).default_input_size(spec)
+
+
 def cmd_profile(args: argparse.Namespace) -> int:
-    spec = resolve_spec(args.name, args.spec, args.width_mult)
+    from ..tasks import get_task
+
     check_resolution(args.resolution)
-    result = spec_cost(spec, args.resolution).to_dict(spec.name)
+    task, spec, size = profiled_network(args)
+    result = {**get_task(task).spec_cost(spec, size).to_dict(spec.name), "task": task}
     if args.json:
         print_json(result)
         return 0
@@ -35,7 +64,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
     def shape(s) -> str:
         return "x".join(str(v) for v in s)
 
-    print(f"{result['name']} at {shape(result['resolution'])}")
+    print(f"{result['name']} ({task}) at {shape(result['resolution'])}")
     rows = [[r["name"], r["kind"], shape(r["in_shape"]), shape(r["out_shape"]), f"{r['params']:,}",
              f"{r['madds']:,}"] for r in result["layers"]]
     rows.append(["total", "", "", "", f"{result['params']:,}", f"{result['madds']:,}"])
@@ -49,10 +78,12 @@ def register(sub) -> None:
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_models)
 
-    p = sub.add_parser("profile", help="per-layer shapes, parameters and multiply-adds of a model")
-    p.add_argument("name", nargs="?", help=f"zoo model: {', '.join(REGISTRY)}")
-    p.add_argument("--spec", metavar="FILE.json", help="a spec file instead of a zoo name")
+    p = sub.add_parser("profile", help="per-layer shapes, parameters and multiply-adds of a network of any task")
+    p.add_argument("name", nargs="?", metavar="NAME|RUN_DIR", help=SOURCE_HELP)
+    p.add_argument("--spec", metavar="FILE.json", help="a spec file instead of a name (ArchSpec, SegSpec, DetSpec)")
     p.add_argument("--width-mult", type=float, default=1.0, help="width multiplier for a zoo model")
-    p.add_argument("--resolution", type=int, default=None, help="input size (default: the spec's own, 224)")
+    p.add_argument("--resolution", type=int, default=None, help="input size, square")
+    add_input_size(p, "input height and width (default: a classifier's resolution, 224 for the zoo; 1024x2048 "
+                      "for segmentation, Table 7's size; 320 for detection; a run's evaluation size)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_profile)

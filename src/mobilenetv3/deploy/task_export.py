@@ -271,7 +271,7 @@ def export_detection(model: nn.Module, path: str | os.PathLike, size: int | Sequ
     return report
 
 
-def export_task_onnx(model: nn.Module, task: str, data_info: Mapping[str, Any], path: str | os.PathLike, *,
+def export_task_onnx(model: nn.Module, task: str, data_info: Mapping[str, Any] | None, path: str | os.PathLike, *,
                      size: int | Sequence[int] | None = None, check_sizes: Sequence[int | Sequence[int]] | None = None,
                      images: int = CHECK_IMAGES, **options: Any) -> ExportReport:
     """A segmentation or detection run's model (``task``, its recorded ``data_info``) to ONNX at ``size``
@@ -279,15 +279,23 @@ def export_task_onnx(model: nn.Module, task: str, data_info: Mapping[str, Any], 
     ``check_sizes``: a segmentation file's further check sizes (dynamic resolution); ``images``: how many of the
     run's evaluation images a detector is checked on. ``options``: those of :func:`export_segmentation` /
     :func:`export_detection` (batch, dynamic_batch, dynamic_resolution, opset, fold, exporter, atol, input_layout).
+    ``data_info`` None: a network without a run (random weights), by default at the task's default size
+    (:meth:`~mobilenetv3.tasks.base.Task.default_input_size`), a detector checked on seeded random inputs.
     """
     if task not in TASKS:
         raise TaskExportError(f"export_task_onnx exports {' and '.join(TASKS)} models, not {task!r}")
-    size = size_pair(size) if size is not None else get_task(task).eval_input_size(data_info)
+    if size is not None:
+        size = size_pair(size)
+    elif data_info is None:
+        size = get_task(task).default_input_size(model.spec)
+    else:
+        size = get_task(task).eval_input_size(data_info)
     if task == "segmentation":
         return export_segmentation(model, path, size, check_sizes=check_sizes, **options)
     if check_sizes:
         raise TaskExportError("a detector exports at one fixed size: check sizes apply to segmentation")
-    found, label = check_images(task, data_info, size, images)
+    found, label = (check_images(task, data_info, size, images) if data_info is not None
+                    else ([], "random weights, no run"))
     return export_detection(model, path, size, images=found, images_label=label, **options)
 
 

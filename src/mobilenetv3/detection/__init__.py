@@ -30,13 +30,14 @@ from .builders import (
 from .cost import det_cost
 from .loss import CLASSIFICATIONS, LossOptions, build_targets, detection_loss, hard_negatives
 from .matching import BACKGROUND, IGNORED, match_anchors
-from .model import DetectionModel
+from .model import DetectionModel, RawOutputs
 from .nms import nms_keep
 from .postprocess import postprocess
 from .spec import DetSpec, DetSpecError
 from .zoo import DET_MODELS, det_spec, get_det_spec, list_det_models
 
 __all__ = [
+    "RawOutputs",
     "ANCHOR_STYLES", "AnchorSpec", "BACKGROUND", "BOX_WEIGHTS", "BoxCoder", "CLASSIFICATIONS", "DET_MODELS",
     "DetSpec", "DetSpecError", "DetTaps", "DetectionModel", "IGNORED", "LossOptions", "box_iou", "build_detection",
     "build_targets", "cxcywh_to_xyxy", "det_cost", "det_spec", "detection_loss", "find_taps", "get_det_spec",

@@ -125,3 +125,21 @@ class DetectionModel(nn.Module):
         if self.training or raw:
             return cls_logits, box_regression
         return postprocess(cls_logits, box_regression, anchors, self.spec, (int(x.shape[-2]), int(x.shape[-1])))
+
+
+class RawOutputs(nn.Module):
+    """A detector up to its head outputs (class logits and box regressions; no decoding, no NMS): what Table 6's
+    latency compares across backbones, the post-processing being the same for all. ``spec`` and
+    ``backbone_spec`` are the detector's (its name and input)."""
+
+    def __init__(self, model: DetectionModel) -> None:
+        super().__init__()
+        self.model = model
+        self.spec = model.spec
+
+    @property
+    def backbone_spec(self) -> ArchSpec:
+        return self.model.backbone_spec
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.model(x, raw=True)

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from ..extras import require
-from ..inputs import as_model, model_spec, resolve_input
+from ..inputs import as_model, resolve_input
 from ..runtime.cpu import machine_info, pinned_threads
 from ..runtime.onnxruntime import OnnxRuntime
 from ..runtime.openvino import OpenVINO
@@ -61,9 +61,10 @@ class LatencyResult:
 
 
 def model_name(model: nn.Module) -> str:
-    """The spec's name of a MobileNetV3 module, else its class name."""
-    spec = model_spec(model)
-    return spec.name if spec is not None else type(model).__name__
+    """The name of the module's spec (a classifier's, or a segmentation or detection network's), else its class
+    name."""
+    name = getattr(getattr(model, "spec", None), "name", None)
+    return name if isinstance(name, str) else type(model).__name__
 
 
 def measure_latency(model: nn.Module | ArchSpec | str, *, runtime: str = "eager", resolution: int | None = None,

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
+from ..cost import Cost, spec_cost
 from ..spec import ArchSpec
 
 Reduce = Callable[[torch.Tensor], Any]
@@ -76,6 +77,25 @@ class Task(ABC):
     def spec_resolution(cls, spec: Any) -> int:
         """The input size a spec is meant for (a run's default ``resolution``)."""
         return spec.resolution
+
+    @classmethod
+    def spec_model(cls, spec: Any) -> nn.Module:
+        """The network of a spec alone, random weights (what ``mnv3 profile / latency / export`` build for a
+        name): a classifier by default."""
+        from ..model import MobileNetV3
+
+        return MobileNetV3(spec)
+
+    @classmethod
+    def spec_cost(cls, spec: Any, size: tuple[int, int]) -> Cost:
+        """Exact per-layer parameters and multiply-adds of the spec's network at ``size`` (height, width)."""
+        return spec_cost(spec, size)
+
+    @classmethod
+    def default_input_size(cls, spec: Any) -> tuple[int, int]:
+        """The (height, width) a spec is profiled and timed at unless told: its own resolution, square."""
+        r = cls.spec_resolution(spec)
+        return r, r
 
     @classmethod
     def eval_input_size(cls, data_info: Mapping[str, Any]) -> tuple[int, int]:

@@ -27,6 +27,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..cost import Cost
 from ..data.det_loader import load_detection_dataset, parse_det_name
 from ..data.det_transforms import to_original
 from ..data.scenes import canvas_size
@@ -38,6 +39,7 @@ from ..detection import (
     box_iou,
     build_targets,
     cxcywh_to_xyxy,
+    det_cost,
     detection_loss,
     get_det_spec,
     make_anchors,
@@ -92,6 +94,14 @@ class DetectionTask(Task):
     @classmethod
     def load_spec(cls, path: Any) -> DetSpec:
         return DetSpec.load(path)
+
+    @classmethod
+    def spec_model(cls, spec: DetSpec) -> nn.Module:
+        return DetectionModel(spec)
+
+    @classmethod
+    def spec_cost(cls, spec: DetSpec, size: tuple[int, int]) -> Cost:
+        return det_cost(spec, size)
 
     @classmethod
     def spec_resolution(cls, spec: DetSpec) -> int:

@@ -22,10 +22,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..cost import Cost
 from ..data import IGNORE_INDEX, collate, load_segmentation_dataset
 from ..data.scenes import canvas_size
 from ..data.seg_loader import parse_seg_name
-from ..segmentation import SegmentationModel, SegSpec, get_seg_spec
+from ..segmentation import SegmentationModel, SegSpec, get_seg_spec, seg_cost
 from .base import Reduce, Task, autocast_context, to_device
 from .seg_metrics import ConfusionMatrix
 
@@ -74,6 +75,19 @@ class SegmentationTask(Task):
     @classmethod
     def load_spec(cls, path: Any) -> SegSpec:
         return SegSpec.load(path)
+
+    @classmethod
+    def spec_model(cls, spec: SegSpec) -> nn.Module:
+        return SegmentationModel(spec)
+
+    @classmethod
+    def spec_cost(cls, spec: SegSpec, size: tuple[int, int]) -> Cost:
+        return seg_cost(spec, size)
+
+    @classmethod
+    def default_input_size(cls, spec: SegSpec) -> tuple[int, int]:
+        """Cityscapes' frame, 1024x2048: the size of Table 7 (and of the paper's latency at half, 512x1024)."""
+        return CITYSCAPES_FRAME
 
     @classmethod
     def spec_resolution(cls, spec: SegSpec) -> int:

@@ -21,7 +21,6 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Subset
 
-from ..model import MobileNetV3
 from ..tasks import autocast_context, get_task, to_device
 from ..tasks.classification import ClassificationTask
 from . import distributed
@@ -30,7 +29,8 @@ from .config import WEIGHTS
 
 # autocast_context and to_device live with the tasks (every task runs its model on batches the same way); named
 # here too, where they were first.
-__all__ = ["FILE_TASKS", "autocast_context", "evaluate", "evaluate_run", "load_model_or_run", "load_run", "predict",
+__all__ = ["FILE_TASKS", "autocast_context", "evaluate", "evaluate_run", "is_run_dir", "load_network", "load_run",
+           "predict",
            "read_run_config", "resolve_device", "run_eval_dataset", "to_device"]
 
 
@@ -194,26 +194,43 @@ def predict(run_dir: str | os.PathLike, images: Sequence[str | os.PathLike], *, 
     return results
 
 
-def load_model_or_run(name: str | None = None, spec_file: str | None = None, width_mult: float = 1.0,
-                      checkpoint: str = "last", weights: str = "ema", resolution: int | None = None
-                      ) -> tuple[nn.Module, bool]:
-    """A model and whether it has trained weights: from a run directory ``name`` (its spec.json and checkpoint),
-    or a zoo name / spec file with random weights whose BatchNorm statistics are calibrated on noise, so that
-    activations and outputs have a realistic scale (export checks then compare numbers that mean something).
+def is_run_dir(name: str | None) -> bool:
+    """Whether a model source names a run directory (a path, or an existing folder) rather than a registered
+    network or a spec file."""
+    return name is not None and not name.endswith(".json") and ("/" in name or Path(name).is_dir())
 
-    Raises ``ValueError`` for a bad combination of arguments, ``FileNotFoundError`` for a missing run directory."""
+
+def load_network(name: str | None = None, spec_file: str | None = None, width_mult: float = 1.0,
+                 checkpoint: str = "last", weights: str = "ema", size: int | tuple[int, int] | None = None
+                 ) -> tuple[nn.Module, str, bool]:
+    """``(model, task, trained)``: from a run directory ``name`` (its spec.json and checkpoint; its recorded
+    task), or a registered name / spec file of any task (:func:`mobilenetv3.tasks.lookup.resolve_network`) with
+    random weights whose BatchNorm statistics are calibrated on noise, so that activations and outputs have a
+    realistic scale (export checks then compare numbers that mean something). ``size``: the input the model will
+    see (a side or (height, width); default the task's), where a segmentation or detection network is
+    calibrated; a classifier is calibrated at its resolution, at most 224.
+
+    Raises ``ValueError`` for a bad combination of arguments, ``FileNotFoundError`` for a missing run directory
+    or spec file, ``KeyError`` for an unknown name."""
     from ..deploy import calibrate_bn_on_noise
-    from ..zoo import resolve_spec
+    from ..tasks.lookup import resolve_network
 
     if name is not None and spec_file is None and name.endswith(".json"):
         name, spec_file = None, name  # a spec file given where a name goes
-    if name is not None and spec_file is None and ("/" in name or Path(name).is_dir()):
+    if spec_file is None and is_run_dir(name):
         if width_mult != 1.0:
             raise ValueError("--width-mult applies to zoo models, not to a run directory")
         if not Path(name).is_dir():
             raise FileNotFoundError(f"run directory not found: {name}")
-        model, _ = load_run(name, checkpoint=checkpoint, weights=weights, device="cpu")
-        return model, True
-    model = MobileNetV3(resolve_spec(name, spec_file, width_mult))
-    calibrate_bn_on_noise(model, min(resolution or model.spec.resolution, 224), batches=2, batch_size=4)
-    return model, False
+        model, config = load_run(name, checkpoint=checkpoint, weights=weights, device="cpu")
+        return model, config["train"].get("task") or "classification", True
+    task, spec = resolve_network(name, spec_file, width_mult)
+    task_class = get_task(task)
+    model = task_class.spec_model(spec)
+    if task == "classification":
+        side = size if isinstance(size, int) else max(size) if size is not None else spec.resolution
+        calibrate_bn_on_noise(model, min(side, 224), batches=2, batch_size=4)
+    else:
+        h, w = task_class.default_input_size(spec) if size is None else (size, size) if isinstance(size, int) else size
+        calibrate_bn_on_noise(model, (h, w), batches=2, batch_size=2)  # 2: a detector's 1x1 maps need two
+    return model, task, False
