@@ -174,3 +174,17 @@ def test_export_of_a_network_without_a_run_refuses_clearly(tmp_path, capsys, arg
     code, _, err = run(capsys, "export", *argv, "--out", tmp_path / "x.onnx")
     assert code == 2 and words in err
     assert not (tmp_path / "x.onnx").exists()
+
+
+def test_models_lists_every_tasks_networks(capsys):
+    code, out, _ = run(capsys, "models", "--json")
+    data = json.loads(out)
+    assert code == 0 and data["models"][0]["name"] == "mobilenet_v3_large_035"
+    seg = {r["name"]: r for r in data["segmentation"]}
+    det = {r["name"]: r for r in data["detection"]}
+    assert set(det) == {"ssdlite_mobilenet_v3_large", "ssdlite_mobilenet_v3_large_y", "ssdlite_mobilenet_v3_small",
+                        "ssdlite_mobilenet_v3_small_y", "ssdlite_mobilenet_v2", "ssdlite_mnasnet_a1"}
+    row = seg["lraspp_mobilenet_v3_large"]
+    assert row["resolution"] == [1024, 2048] and row["num_classes"] == 19
+    assert row["params"] == seg_cost(get_seg_spec("lraspp_mobilenet_v3_large"), (1024, 2048)).params
+    assert det["ssdlite_mobilenet_v3_small_y"]["madds"] == det_cost(get_det_spec("ssdlite_mobilenet_v3_small_y")).madds

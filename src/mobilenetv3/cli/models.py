@@ -10,10 +10,31 @@ from .arguments import SOURCE_HELP, add_input_size, given_size
 from .output import CLIError, check_resolution, print_json, table
 
 
+def task_rows() -> dict[str, list[dict]]:
+    """The registered segmentation and detection networks with their parameters and multiply-adds at their
+    task's default size (Table 7's 1024x2048, Table 6's 320x320) and default classes (19, 91)."""
+    from ..tasks import get_task
+    from ..tasks.lookup import known_names, named_network
+
+    out: dict[str, list[dict]] = {}
+    for task, names in known_names().items():
+        if task == "classification":
+            continue
+        rows = out.setdefault(task, [])
+        for name in names:
+            _, spec = named_network(name)
+            size = get_task(task).default_input_size(spec)
+            cost = get_task(task).spec_cost(spec, size)
+            rows.append({"name": name, "resolution": list(size), "num_classes": spec.num_classes,
+                         "params": cost.params, "madds": cost.madds})
+    return out
+
+
 def cmd_models(args: argparse.Namespace) -> int:
     rows = zoo_costs()
+    tasks = task_rows()
     if args.json:
-        print_json({"madds_rule": MADDS_RULE, "models": rows})
+        print_json({"madds_rule": MADDS_RULE, "models": rows, **tasks})
         return 0
     print(table(
         ["model", "width", "res", "params", "MAdds (M)", "Table 3 params", "Table 3 MAdds (M)"],
@@ -21,6 +42,11 @@ def cmd_models(args: argparse.Namespace) -> int:
           f"{r['paper_params_m']}M" if r["paper_params_m"] else "-",
           f"{r['paper_madds_m']:g}" if r["paper_madds_m"] else "-"] for r in rows],
     ))
+    for task, task_models in tasks.items():
+        print(f"\n{task} (mnv3 profile NAME for the layers, --input-size H W for another size)")
+        print(table(["model", "input", "classes", "params", "MAdds (M)"],
+                    [[r["name"], "x".join(map(str, r["resolution"])), r["num_classes"], f"{r['params']:,}",
+                      f"{r['madds'] / 1e6:,.1f}"] for r in task_models]))
     print(f"\nMAdds: {MADDS_RULE}.")
     return 0
 
@@ -74,7 +100,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
 
 
 def register(sub) -> None:
-    p = sub.add_parser("models", help="list zoo models with parameters and multiply-adds")
+    p = sub.add_parser("models", help="list the registered networks of every task with parameters and multiply-adds")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_models)
 
