@@ -458,3 +458,45 @@ def test_top1_batches_skips_missing_items_and_counts():
     model = nn.Flatten()
     torch_result = evaluate_torch(model, dataset, batch_size=5)
     assert torch_result["top1"] == result["top1"] and torch_result["labels"].tolist() == result["labels"].tolist()
+
+
+@needs_onnx
+def test_percentile_calibration_clips_ranges_minmax_keeps(trained, tmp_path):
+    """The same model and calibration images by min-max and by percentile (plain hard-swish, so no scale is
+    snapped afterwards): every activation scale of the percentile file is at most min-max's (a percentile of
+    the values lies inside their range) and some are smaller (rare outliers clipped)."""
+    import onnx
+    from onnx import numpy_helper
+
+    def activation_scales(path):
+        graph = onnx.load(str(path)).graph
+        inits = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
+        return {n.input[0]: float(inits[n.input[1]]) for n in graph.node
+                if n.op_type == "QuantizeLinear" and n.input[1] in inits and inits[n.input[1]].size == 1}
+
+    calib = [b.numpy() for b in separable_task(64, seed=1)[0].split(1)]
+    scales = {}
+    for method in ("minmax", "percentile"):
+        report = quantize_onnx(trained, tmp_path / f"{method}.onnx", calib, resolution=RES,
+                               options=Int8Options(calibrate_method=method, int8_hardswish=False))
+        assert report.options["calibrate_method"] == method
+        scales[method] = activation_scales(tmp_path / f"{method}.onnx")
+    assert scales["minmax"].keys() == scales["percentile"].keys() and len(scales["minmax"]) > 50
+    ratios = [scales["percentile"][k] / scales["minmax"][k] for k in scales["minmax"]]
+    assert max(ratios) <= 1.001 and sum(r < 0.99 for r in ratios) >= 0.1 * len(ratios)
+
+
+@needs_onnx
+def test_cli_calibration_method_is_recorded_and_refused_where_it_does_not_apply(capsys, tmp_path):
+    common = ["export", "mobilenet_v3_small", "--width-mult", "0.35", "--resolution", "32", "--calib-data", "noise",
+              "--calib-samples", "4"]
+    code, out, err = run(capsys, *common, "--int8", "--int8-calibration", "percentile", "--json", "--out",
+                         str(tmp_path / "p.onnx"))
+    assert code == 0, err
+    assert json.loads(out)["options"]["calibrate_method"] == "percentile"  # stdout is JSON: the calibrator's prints
+    code, _, err = run(capsys, "export", "mobilenet_v3_small", "--int8-calibration", "percentile", "--out",
+                       str(tmp_path / "f.onnx"))
+    assert code == 2 and "apply to --int8 exports" in err
+    code, _, err = run(capsys, *common, "--int8", "--int8-toolchain", "pt2e", "--int8-calibration", "percentile",
+                       "--out", str(tmp_path / "p.pt2"))
+    assert code == 2 and "--int8-calibration" in err

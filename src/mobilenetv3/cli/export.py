@@ -39,14 +39,16 @@ def export_int8_file(args: argparse.Namespace, model, trained: bool, task: str =
         from ..train.qat_phase import prepared_from_run, qat_state_of
 
         if qat_state_of(args.name, args.checkpoint, args.weights) is not None:
-            if args.int8_target != "onnxruntime" or args.input_layout != "nchw" or args.int8_reduce_range:
+            if (args.int8_target != "onnxruntime" or args.input_layout != "nchw" or args.int8_reduce_range
+                    or args.int8_calibration != "minmax"):
                 raise CLIError(f"{args.name} was trained with quantisation-aware training, which simulates the "
-                               f"onnxruntime target's graph with NCHW input and 8-bit weights; export it with "
-                               f"--int8-target onnxruntime, without --input-layout and --int8-reduce-range")
+                               f"onnxruntime target's graph with NCHW input and 8-bit weights and learns its "
+                               f"ranges; export it with --int8-target onnxruntime, without --input-layout, "
+                               f"--int8-reduce-range and --int8-calibration")
             qat = prepared_from_run(args.name, args.checkpoint, args.weights)  # its learned activation ranges
     common = dict(samples=args.calib_samples, toolchain=args.int8_toolchain, target=args.int8_target,
                   batch=args.batch, dynamic_batch=args.dynamic_batch, input_layout=args.input_layout,
-                  reduce_range=args.int8_reduce_range)
+                  reduce_range=args.int8_reduce_range, calibrate_method=args.int8_calibration)
     try:
         if task == "classification":
             result = export_int8(model, args.out, source, run_data=run_data, resolution=args.resolution, qat=qat,
@@ -196,10 +198,13 @@ def cmd_export(args: argparse.Namespace) -> int:
         raise CLIError("--int8 writes ONNX (or a .pt2 with --int8-toolchain pt2e) at a fixed resolution "
                        "(no --format litert, no --dynamic-resolution)")
     if not args.int8 and (args.calib_data is not None or args.int8_toolchain != "onnxruntime"
-                          or args.int8_target != "onnxruntime" or args.int8_reduce_range):
-        raise CLIError("--calib-data, --int8-toolchain, --int8-target and --int8-reduce-range apply to --int8 exports")
+                          or args.int8_target != "onnxruntime" or args.int8_reduce_range
+                          or args.int8_calibration != "minmax"):
+        raise CLIError("--calib-data, --int8-toolchain, --int8-target, --int8-reduce-range and --int8-calibration "
+                       "apply to --int8 exports")
     for option, given in (("--int8-target", args.int8_target != "onnxruntime"),
-                          ("--int8-reduce-range", args.int8_reduce_range)):
+                          ("--int8-reduce-range", args.int8_reduce_range),
+                          ("--int8-calibration", args.int8_calibration != "minmax")):
         if args.int8_toolchain == "pt2e" and given:
             raise CLIError(f"{option} shapes the QDQ ONNX graph; it does not apply to --int8-toolchain pt2e")
     if args.int8 and args.calib_samples < 1:
@@ -289,6 +294,10 @@ def register(sub) -> None:
     g.add_argument("--int8-reduce-range", action="store_true",
                    help="7-bit weights: for CPUs with AVX2 but no VNNI (e.g. AMD Zen 3), whose uint8 x int8 products "
                         "saturate in ONNX Runtime; the export's check notes when this CPU is one")
+    g.add_argument("--int8-calibration", choices=("minmax", "percentile"), default="minmax",
+                   help="how the calibration images' activations become int8 ranges: minmax (default) or "
+                        "percentile (the 0.001st-99.999th percentiles of each tensor's histogram: rare outliers "
+                        "clipped, the rest resolved more finely; it clips only with enough calibration values)")
     g.add_argument("--int8-toolchain", choices=("onnxruntime", "pt2e"), default="onnxruntime",
                    help="onnxruntime (default, measured faster) or pt2e: PyTorch PT2E with the X86InductorQuantizer, "
                         "written as a torch.export program (.pt2; needs torchao)")

@@ -4,8 +4,10 @@ float model. The :class:`~.options.Int8Options` choose the graph; :data:`~.optio
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import sys
 import tempfile
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -130,14 +132,15 @@ def quantize_onnx(model: nn.Module, path: str | os.PathLike, calibration: Sequen
                 changes["tensor_overrides"] = len(extra["TensorQuantOverrides"])
             level = logging.getLogger().level
             logging.getLogger().setLevel(logging.ERROR)  # the quantiser's "consider pre-processing" notes
-            try:
-                ort_quant.quantize_static(
-                    str(float_file), str(path), calibration_reader(calibration, INPUT_NAME, input_layout),
-                    quant_format=ort_quant.QuantFormat.QDQ, per_channel=options.per_channel,
-                    reduce_range=options.reduce_range, activation_type=act, weight_type=qtype.QInt8,
-                    calibrate_method=method, extra_options=extra,
-                    nodes_to_exclude=float_nodes(proto, options.keep_float)
-                    + [n.name for n in proto.graph.node if n.op_type == "Transpose" and INPUT_NAME in n.input])
+            try:  # the histogram calibrators print their progress: to stderr, so --json's stdout stays JSON
+                with contextlib.redirect_stdout(sys.stderr):
+                    ort_quant.quantize_static(
+                        str(float_file), str(path), calibration_reader(calibration, INPUT_NAME, input_layout),
+                        quant_format=ort_quant.QuantFormat.QDQ, per_channel=options.per_channel,
+                        reduce_range=options.reduce_range, activation_type=act, weight_type=qtype.QInt8,
+                        calibrate_method=method, extra_options=extra,
+                        nodes_to_exclude=float_nodes(proto, options.keep_float)
+                        + [n.name for n in proto.graph.node if n.op_type == "Transpose" and INPUT_NAME in n.input])
             finally:
                 logging.getLogger().setLevel(level)
         q_proto = onnx.load(str(path))
