@@ -21,6 +21,7 @@ from mobilenetv3.search.latency_table import (
     load_table,
     parse_key,
     read_ofa_yaml,
+    table_clock,
     write_ofa_yaml,
 )
 from mobilenetv3.search.predictor import MissingEntryError, fit_correction, interpolate, predict, table_sum
@@ -339,3 +340,38 @@ def test_interleaved_measurement_gives_the_median_of_all_rounds_and_of_each_half
     three = measure_interleaved(table, specs, rounds=4, progress=False, statistic="min", sessions=3)
     assert calls == [[(i, k) for i in range(3) for k in range(3)]]
     assert three == ([10.5, 20.5, 30.5], [10.5, 20.5, 30.5], [11.5, 21.5, 31.5])
+
+
+def test_a_cpu_clock_table_is_timed_and_checked_with_the_threads_cpu_time(tmp_path, monkeypatch):
+    """``clock="cpu"``: entries timed with the thread's CPU time (time.thread_time), recorded in the header, the
+    end-to-end check timed with the same clock; one table holds one clock, and the cpu clock needs one thread."""
+    import time
+
+    import mobilenetv3.search.table_builder as builder
+    import mobilenetv3.search.table_check as check
+
+    timers = []
+    real = builder.time_callable
+    monkeypatch.setattr(builder, "time_callable", lambda fn, **kw: (timers.append(kw["timer"]), real(fn, **kw))[1])
+    cpu = TimingSettings(warmup=1, min_runs=2, min_seconds=0.0, clock="cpu")
+    key = "expanded_conv-input:8x8x16-output:8x8x16-expand:48-kernel:3-stride:1-idskip:1-se:0-hs:0"
+    entry = time_key(key, TinySpace().seed, "eager", 1, cpu)
+    assert timers == [time.thread_time] and entry["median"] > 0
+    space, out = TinySpace(), tmp_path / "t.json"
+    table = build_table(space, 32, "eager", out, settings=cpu, measure=fake_measure, progress=False)
+    assert table_clock(table) == "cpu" and table_clock(load_table(out)) == "cpu"
+    with pytest.raises(TableFileError, match="timed with the cpu clock, not wall"):
+        build_table(space, 32, "eager", out, measure=fake_measure, progress=False)
+    clocks = []
+    monkeypatch.setattr(check, "time_interleaved",
+                        lambda runners, *, rounds, clock, **_: (clocks.append(clock),
+                                                                {i: [1.0] * rounds for i in runners})[1])
+    measure_interleaved(table, [space.sample(random.Random(0))], rounds=2, progress=False)
+    assert clocks == ["cpu"]
+    assert table_clock(build_table(space, 32, "eager", tmp_path / "w.json", measure=fake_measure,
+                                   progress=False)) == "wall"
+    with pytest.raises(ValueError, match="unknown clock"):
+        TimingSettings(clock="gpu")
+    with pytest.raises(ValueError, match="needs threads=1"):
+        build_table(space, 32, "eager", tmp_path / "two.json", threads=2, settings=cpu, measure=fake_measure,
+                    progress=False)

@@ -28,13 +28,15 @@ def space_of(path: str, override: str | None):
 def cmd_build(args: argparse.Namespace) -> int:
     from ..search.table_builder import TimingSettings, build_table, zoo_specs
 
-    settings = TimingSettings(warmup=args.warmup, min_runs=args.min_runs, min_seconds=args.min_seconds)
+    settings = TimingSettings(warmup=args.warmup, min_runs=args.min_runs, min_seconds=args.min_seconds,
+                              clock=args.clock)
     built = build_table(get_space(args.space), args.resolution, args.runtime, args.out, threads=args.threads,
                         settings=settings, force=args.force, progress=not args.quiet,
                         extra_specs=zoo_specs(args.space, args.resolution))
     h = built.header
     print(f"{args.out}: {len(built.entries)} entries, {h['runtime']} {h['runtime_version']}, {h['threads']} "
-          f"thread(s), {h['resolution']} px, {h['cpu']}; measuring took {h['build_seconds']:.0f} s in all")
+          f"thread(s), {h['resolution']} px, {h['cpu']}, {settings.clock} clock; measuring took "
+          f"{h['build_seconds']:.0f} s in all")
     return 0
 
 
@@ -157,6 +159,9 @@ def register(sub) -> None:
     b.add_argument("--min-runs", type=int, default=d.min_runs, help=f"timed runs per entry (default {d.min_runs})")
     b.add_argument("--min-seconds", type=float, default=d.min_seconds,
                    help=f"and at least this long per entry (default {d.min_seconds}: sized for the 15-minute budget)")
+    b.add_argument("--clock", choices=("wall", "cpu"), default=d.clock,
+                   help="wall (default) or cpu: the timing thread's CPU time, which time the machine spends on "
+                        "other work does not add to (one thread only); fit and check time with the table's clock")
     b.set_defaults(func=cmd_build)
     f = actions.add_parser("fit", help="fit the predictor's correction on N measured specs; kept if it helps")
     f.add_argument("table", metavar="T.json")

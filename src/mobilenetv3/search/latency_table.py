@@ -171,6 +171,13 @@ class LatencyTable:
         return float(self.entries[key]["median"])
 
 
+def table_clock(table: LatencyTable) -> str:
+    """The clock a table's entries were timed with (``wall`` for tables that record none), which its end-to-end
+    checks use too."""
+    timing = table.header.get("timing")
+    return str(timing.get("clock", "wall")) if isinstance(timing, dict) else "wall"
+
+
 def check_entry(key: str, entry: Any) -> dict[str, float]:
     if not isinstance(entry, dict) or "median" not in entry:
         raise ValueError(f"entry {key!r} has no median")
@@ -291,4 +298,4 @@ def write_ofa_yaml(table: LatencyTable, path: str | os.PathLike) -> None:
 
 __all__ = ["CONVENTIONS", "KINDS", "LatencyTable", "TableFileError", "TableMismatchError", "block_keys",
            "check_compatible", "conventions_of", "expanded_conv_key", "format_key", "last_stage_keys", "load_table",
-           "parse_key", "read_ofa_yaml", "stem_key", "write_ofa_yaml"]
+           "parse_key", "read_ofa_yaml", "stem_key", "table_clock", "write_ofa_yaml"]

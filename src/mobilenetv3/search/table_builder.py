@@ -27,7 +27,7 @@ from torch import nn
 from ..latency.targets import prepare_runtime, target
 from ..layers import ConvNormAct, InvertedResidual, SqueezeExcite, make_activation
 from ..runtime.cpu import onednn_isa_cap, pinned_threads, this_cpu
-from ..runtime.timing import time_callable
+from ..runtime.timing import clock_timer, time_callable
 from ..spec import ArchSpec, BlockSpec
 from .latency_table import (
     LatencyTable,
@@ -40,6 +40,7 @@ from .latency_table import (
     load_table,
     parse_key,
     stem_key,
+    table_clock,
 )
 
 TABLE_RUNTIMES = ("eager", "onnxruntime", "openvino")
@@ -58,10 +59,14 @@ class TimingSettings:
     min_runs: int = 20
     min_seconds: float = 0.05
     max_seconds: float = 5.0
+    clock: str = "wall"  # or "cpu": the timing thread's CPU time (one thread), what other tenants do not add to
+
+    def __post_init__(self) -> None:
+        clock_timer(self.clock)  # a ValueError naming the clocks
 
     def to_dict(self) -> dict[str, Any]:
         return {"warmup": self.warmup, "min_runs": self.min_runs, "min_seconds": self.min_seconds,
-                "max_seconds": self.max_seconds}
+                "max_seconds": self.max_seconds, "clock": self.clock}
 
 
 def space_keys(space: Any, resolution: int) -> list[str]:
@@ -119,9 +124,10 @@ def time_key(key: str, seed: ArchSpec, runtime: str, threads: int, settings: Tim
     torch.manual_seed(0)
     x = torch.randn(shape)
     with pinned_threads(threads) as used:
+        timer = clock_timer(settings.clock, used)
         prepared = prepare_runtime(runtime, module, x, used)
         stats = time_callable(prepared.run, warmup=settings.warmup, min_runs=settings.min_runs,
-                              min_seconds=settings.min_seconds, max_seconds=settings.max_seconds)
+                              min_seconds=settings.min_seconds, max_seconds=settings.max_seconds, timer=timer)
     return {"count": stats.runs, "median": stats.median_ms, "p10": stats.p10_ms, "p90": stats.p90_ms}
 
 
@@ -162,6 +168,7 @@ def build_table(space: Any, resolution: int, runtime: str, out: str | Path, *, t
         raise ValueError(f"latency tables are built for {', '.join(TABLE_RUNTIMES)}, not {runtime!r}")
     target(runtime).require()
     settings = settings or TimingSettings()
+    clock_timer(settings.clock, threads)  # the cpu clock times one thread
     out = Path(out)
     header = table_header(space, resolution, runtime, threads, settings)
     if out.exists():
@@ -169,6 +176,9 @@ def build_table(space: Any, resolution: int, runtime: str, out: str | Path, *, t
         check_compatible(table, force=force, **{k: header[k] for k in ("cpu", "runtime", "threads", "resolution")})
         if table.header.get("space") != space.name and not force:
             raise TableFileError(f"{out} is a table of space {table.header.get('space')!r}, not {space.name!r}")
+        if table_clock(table) != settings.clock:
+            raise TableFileError(f"{out} was timed with the {table_clock(table)} clock, not {settings.clock}: one "
+                                 f"table holds one clock's figures (give --clock {table_clock(table)} to resume it)")
     else:
         table = LatencyTable(header)
     wanted = list(keys) if keys is not None else space_keys(space, resolution)

@@ -28,7 +28,7 @@ from ..model import build
 from ..runtime.cpu import pinned_threads, this_cpu
 from ..runtime.timing import time_interleaved
 from ..spec import ArchSpec
-from .latency_table import LatencyTable, check_compatible, load_table
+from .latency_table import LatencyTable, check_compatible, load_table, table_clock
 from .predictor import fit_correction, predict, rmspe, table_sum
 
 CHECK_SEED, FIT_SEED = 1, 2
@@ -73,8 +73,9 @@ def measure_interleaved(table: LatencyTable, specs: Sequence[ArchSpec], *, round
                         min_runs: int = 10, min_seconds: float = 0.1, progress: bool = True,
                         statistic: str = "median", sessions: int = 1) -> tuple[list[float], list[float], list[float]]:
     """End-to-end latency (ms) of ``specs`` on the table's runtime, threads and resolution, each prepared
-    ``sessions`` times and every session timed in ``rounds`` interleaved rounds: per spec, the median over its
-    sessions of (``statistic`` of all rounds' medians, of the even rounds', of the odd rounds').
+    ``sessions`` times and every session timed in ``rounds`` interleaved rounds with the table's clock: per spec,
+    the median over its sessions of (``statistic`` of all rounds' medians, of the even rounds', of the odd
+    rounds').
 
     ``statistic`` ``min`` takes the least disturbed round: on a shared machine other tenants only ever add time,
     and the fastest round of many is far more repeatable than their median. ``sessions`` > 1 guards against a
@@ -98,7 +99,8 @@ def measure_interleaved(table: LatencyTable, specs: Sequence[ArchSpec], *, round
                                                threads).run
         bar = _progress(range(rounds * len(runners)), progress, "time") if progress else None
         medians = time_interleaved(runners, rounds=rounds, warmup=warmup, min_runs=min_runs,
-                                   min_seconds=min_seconds, on_step=(lambda _: bar.update()) if bar else None)
+                                   min_seconds=min_seconds, clock=table_clock(table),
+                                   on_step=(lambda _: bar.update()) if bar else None)
     if bar is not None:
         bar.close()
     out: tuple[list[float], list[float], list[float]] = ([], [], [])
