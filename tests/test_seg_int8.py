@@ -125,6 +125,22 @@ def test_segmentation_run_exports_int8_that_agrees_with_float_pixel_by_pixel(seg
 
 
 @needs_onnx
+def test_the_head_can_stay_float_and_agrees_more_closely(seg_run, tmp_path, capsys):
+    """--int8-keep-float stem,block1,head: the LR-ASPP head's convolutions compute in float as well (its branch,
+    gate and both class convolutions), and the file's logits come closer to float's than the default file's."""
+    common = ("export", seg_run, "--int8", "--int8-reduce-range", "--calib-samples", 8)
+    default = run_json(capsys, *common, "--out", tmp_path / "d.onnx")
+    kept = run_json(capsys, *common, "--int8-keep-float", "stem,block1,head", "--out", tmp_path / "h.onnx")
+    assert kept["options"]["keep_float"] == ["stem", "block1", "head"]
+    assert kept["float_ops"]["Conv"] == default["float_ops"]["Conv"] + 4 and "Sigmoid" in kept["float_ops"]
+    assert kept["checks"]["max_abs_diff"] < default["checks"]["max_abs_diff"]
+    nothing = run_json(capsys, *common, "--int8-keep-float", "", "--out", tmp_path / "n.onnx")
+    assert nothing["options"]["keep_float"] == [] and "Conv" not in nothing["float_ops"]
+    code, _, err = run(capsys, "export", seg_run, "--int8-keep-float", "head", "--out", tmp_path / "x.onnx")
+    assert code == 2 and "apply to --int8 exports" in err
+
+
+@needs_onnx
 def test_the_openvino_target_and_kernel_pooling_quantise_too(seg_run, tmp_path, capsys):
     data = run_json(capsys, "export", seg_run, "--int8", "--int8-target", "openvino", "--calib-samples", 2,
                     "--out", tmp_path / "ov.onnx")

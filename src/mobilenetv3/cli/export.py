@@ -25,6 +25,14 @@ def calibration_source(args: argparse.Namespace, trained: bool) -> tuple[str, di
     return source, run_data
 
 
+def keep_float_parts(text: str | None) -> tuple[str, ...] | None:
+    """``--int8-keep-float``'s comma-separated parts (an empty string: nothing kept float); None when not given
+    (the target's default)."""
+    if text is None:
+        return None
+    return tuple(p.strip() for p in text.split(",") if p.strip())
+
+
 def export_int8_file(args: argparse.Namespace, model, trained: bool, task: str = "classification",
                      size: tuple[int, int] | None = None) -> int:
     """A classifier or a segmentation run (``task``; ``size``: its --input-size) to int8 (``--int8``)."""
@@ -40,15 +48,16 @@ def export_int8_file(args: argparse.Namespace, model, trained: bool, task: str =
 
         if qat_state_of(args.name, args.checkpoint, args.weights) is not None:
             if (args.int8_target != "onnxruntime" or args.input_layout != "nchw" or args.int8_reduce_range
-                    or args.int8_calibration != "minmax"):
+                    or args.int8_calibration != "minmax" or args.int8_keep_float is not None):
                 raise CLIError(f"{args.name} was trained with quantisation-aware training, which simulates the "
                                f"onnxruntime target's graph with NCHW input and 8-bit weights and learns its "
                                f"ranges; export it with --int8-target onnxruntime, without --input-layout, "
-                               f"--int8-reduce-range and --int8-calibration")
+                               f"--int8-reduce-range, --int8-calibration and --int8-keep-float")
             qat = prepared_from_run(args.name, args.checkpoint, args.weights)  # its learned activation ranges
     common = dict(samples=args.calib_samples, toolchain=args.int8_toolchain, target=args.int8_target,
                   batch=args.batch, dynamic_batch=args.dynamic_batch, input_layout=args.input_layout,
-                  reduce_range=args.int8_reduce_range, calibrate_method=args.int8_calibration)
+                  reduce_range=args.int8_reduce_range, calibrate_method=args.int8_calibration,
+                  keep_float=keep_float_parts(args.int8_keep_float))
     try:
         if task == "classification":
             result = export_int8(model, args.out, source, run_data=run_data, resolution=args.resolution, qat=qat,
@@ -199,12 +208,13 @@ def cmd_export(args: argparse.Namespace) -> int:
                        "(no --format litert, no --dynamic-resolution)")
     if not args.int8 and (args.calib_data is not None or args.int8_toolchain != "onnxruntime"
                           or args.int8_target != "onnxruntime" or args.int8_reduce_range
-                          or args.int8_calibration != "minmax"):
-        raise CLIError("--calib-data, --int8-toolchain, --int8-target, --int8-reduce-range and --int8-calibration "
-                       "apply to --int8 exports")
+                          or args.int8_calibration != "minmax" or args.int8_keep_float is not None):
+        raise CLIError("--calib-data, --int8-toolchain, --int8-target, --int8-reduce-range, --int8-calibration and "
+                       "--int8-keep-float apply to --int8 exports")
     for option, given in (("--int8-target", args.int8_target != "onnxruntime"),
                           ("--int8-reduce-range", args.int8_reduce_range),
-                          ("--int8-calibration", args.int8_calibration != "minmax")):
+                          ("--int8-calibration", args.int8_calibration != "minmax"),
+                          ("--int8-keep-float", args.int8_keep_float is not None)):
         if args.int8_toolchain == "pt2e" and given:
             raise CLIError(f"{option} shapes the QDQ ONNX graph; it does not apply to --int8-toolchain pt2e")
     if args.int8 and args.calib_samples < 1:
@@ -298,6 +308,10 @@ def register(sub) -> None:
                    help="how the calibration images' activations become int8 ranges: minmax (default) or "
                         "percentile (the 0.001st-99.999th percentiles of each tensor's histogram: rare outliers "
                         "clipped, the rest resolved more finely; it clips only with enough calibration values)")
+    g.add_argument("--int8-keep-float", metavar="PARTS", default=None,
+                   help="comma-separated parts left in float: stem, block<i>, se, head (a classifier's last stage "
+                        "and classifier; a segmentation network's head) or node-name substrings "
+                        "(default stem,block1; an empty string: nothing)")
     g.add_argument("--int8-toolchain", choices=("onnxruntime", "pt2e"), default="onnxruntime",
                    help="onnxruntime (default, measured faster) or pt2e: PyTorch PT2E with the X86InductorQuantizer, "
                         "written as a torch.export program (.pt2; needs torchao)")

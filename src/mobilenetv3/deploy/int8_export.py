@@ -33,8 +33,8 @@ def export_int8(model: nn.Module, path: str | os.PathLike, calibration_source: s
                 toolchain: str = DEFAULT_TOOLCHAIN, target: str = "onnxruntime",
                 resolution: int | Sequence[int] | None = None, batch: int = 1, dynamic_batch: bool = False,
                 input_layout: str = "nchw", qat: tuple[nn.Module, FakeQuantization] | None = None,
-                task: str = "classification", reduce_range: bool = False, calibrate_method: str = "minmax"
-                ) -> dict[str, Any]:
+                task: str = "classification", reduce_range: bool = False, calibrate_method: str = "minmax",
+                keep_float: Sequence[str] | None = None) -> dict[str, Any]:
     """Write ``model`` as an int8 file at ``path`` and return its report as a dict (with ``calibration_data``, a
     label for where the calibration images came from, and ``target`` for an ONNX Runtime QDQ file).
 
@@ -50,7 +50,8 @@ def export_int8(model: nn.Module, path: str | os.PathLike, calibration_source: s
     ``calibrate_method``: how ONNX Runtime's calibrator turns the observed activations into ranges (``minmax``,
     ``percentile``: the 0.001st and 99.999th percentiles of each tensor's histogram; ``entropy`` is ONNX
     Runtime's KL method, which left every range as min-max's in our checks); the onnxruntime toolchain's QDQ
-    files only.
+    files only. ``keep_float``: the parts left in float (:data:`~.quantize.options.FLOAT_PARTS` or node-name
+    substrings; default the target's, stem and block 1).
     """
     if toolchain not in TOOLCHAINS:
         raise ValueError(f"toolchain must be one of {', '.join(TOOLCHAINS)}, got {toolchain!r}")
@@ -63,6 +64,8 @@ def export_int8(model: nn.Module, path: str | os.PathLike, calibration_source: s
         raise QATError("quantisation-aware training simulates 8-bit weights: convert it without reduce_range")
     if reduce_range and toolchain != "onnxruntime":
         raise ValueError("reduce_range applies to the onnxruntime toolchain's QDQ files")
+    if keep_float is not None and (toolchain != "onnxruntime" or qat is not None):
+        raise ValueError("keep_float applies to the onnxruntime toolchain's calibrated QDQ files")
     if calibrate_method != "minmax" and (toolchain != "onnxruntime" or qat is not None):
         raise ValueError("calibrate_method applies to the onnxruntime toolchain's calibrated QDQ files (not PT2E, "
                          "not a quantisation-aware-trained run, whose ranges are learned)")
@@ -83,7 +86,9 @@ def export_int8(model: nn.Module, path: str | os.PathLike, calibration_source: s
     elif toolchain == "onnxruntime":
         result = quantize_onnx(model, path, calibration, input_shape=shape, dynamic_batch=dynamic_batch,
                                options=replace_options(INT8_TARGETS[target], reduce_range=reduce_range,
-                                                       calibrate_method=calibrate_method),
+                                                       calibrate_method=calibrate_method,
+                                                       **({} if keep_float is None else
+                                                          {"keep_float": tuple(keep_float)})),
                                input_layout=input_layout).to_dict()
         result["target"] = target
     else:
