@@ -272,3 +272,18 @@ def test_a_failed_check_exits_1_with_the_report(seg_run, det_run, tmp_path, caps
         assert code == 1 and "error:" in err
         data = json.loads(out)
         assert data["ok"] is False and data["checks"]
+
+
+def test_profile_and_latency_of_runs_take_the_size_they_evaluate_at(seg_run, det_run, capsys):
+    """`mnv3 profile RUN` and `mnv3 latency RUN` for segmentation and detection runs: the run's spec at its
+    evaluation size (the scenes' canvas), with trained weights; a detector timed up to its head outputs."""
+    for run_dir, task, size in ((seg_run, "segmentation", [32, 48]), (det_run, "detection", [64, 64])):
+        code, out, err = run(capsys, "profile", run_dir, "--json")
+        assert code == 0, err
+        profile = json.loads(out)
+        assert profile["task"] == task and profile["resolution"] == size
+        code, out, err = run(capsys, "latency", run_dir, "--warmup", 0, "--min-runs", 1, "--min-seconds", 0, "--json")
+        assert code == 0, err
+        result = json.loads(out)["results"][0]
+        assert result["input_shape"] == [1, 3, *size] and result["trained_weights"] and result["task"] == task
+    assert result["timed"] == "head outputs"
