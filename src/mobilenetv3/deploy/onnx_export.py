@@ -13,6 +13,7 @@ CPU layout covers the squeeze-and-excite blocks and the classifier (:mod:`.onnx_
 
 from __future__ import annotations
 
+import contextlib
 import os
 import warnings
 from collections import Counter
@@ -251,13 +252,8 @@ def verify_onnx(path: str | os.PathLike, model: nn.Module, shapes: Sequence[Sequ
     """Run the ONNX file and the eager ``model`` (eval mode) on the same seeded random inputs; per shape, the
     largest absolute difference of the outputs and the largest absolute output (the scale it is relative to).
     ``shapes`` are NCHW; the file is fed them in ``input_layout``."""
-    require("onnxruntime", purpose="checking an ONNX export")
-    session = ort_session(path, threads or torch.get_num_threads())
-    name = session.get_inputs()[0].name
-    was_training = model.training
-    model.eval()
     results = []
-    try:
+    with checking_session(path, model, threads) as (session, name):
         for i, shape in enumerate(shapes):
             x = torch.randn(*shape, generator=torch.Generator().manual_seed(seed + 1 + i))
             with torch.no_grad():
@@ -268,6 +264,18 @@ def verify_onnx(path: str | os.PathLike, model: nn.Module, shapes: Sequence[Sequ
                                           f"{tuple(expected.shape)} at input shape {list(shape)}", None)
             results.append({"input_shape": list(shape), "max_abs_diff": float((got - expected).abs().max()),
                              "max_abs_output": float(expected.abs().max())})
+    return results
+
+
+@contextlib.contextmanager
+def checking_session(path: str | os.PathLike, model: nn.Module, threads: int | None = None):
+    """An ONNX Runtime session of the file at ``path`` and its input's name, with ``model`` in eval mode while the
+    two are compared (its mode restored afterwards)."""
+    require("onnxruntime", purpose="checking an ONNX export")
+    session = ort_session(path, threads or torch.get_num_threads())
+    was_training = model.training
+    model.eval()
+    try:
+        yield session, session.get_inputs()[0].name
     finally:
         model.train(was_training)
-    return results

@@ -39,10 +39,17 @@ from torch import nn
 from ..detection.postprocess import candidates
 from ..extras import require
 from ..inputs import check_input_shape
-from ..runtime.onnxruntime import ort_session
 from ..tasks import get_task
 from .int8_export import export_int8
-from .onnx_export import MIN_OPSET, ExportMismatchError, ExportReport, export_onnx, size_pair, to_layout
+from .onnx_export import (
+    MIN_OPSET,
+    ExportMismatchError,
+    ExportReport,
+    checking_session,
+    export_onnx,
+    size_pair,
+    to_layout,
+)
 from .quantize.options import DEFAULT_TOOLCHAIN
 
 TASKS = ("segmentation", "detection")
@@ -196,13 +203,8 @@ def verify_detections(path: str | os.PathLike, model: nn.Module, batches: Sequen
     compare their detections image by image (:func:`match_detections`, with eager's candidates); one record per
     batch: detections (eager's), paired, ties, unpaired, whether the order was the same, the largest box and
     score differences of the paired ones."""
-    require("onnxruntime", purpose="checking an ONNX export")
-    session = ort_session(path, threads or torch.get_num_threads())
-    name = session.get_inputs()[0].name
-    was_training = model.training
-    model.eval()
     results = []
-    try:
+    with checking_session(path, model, threads) as (session, name):
         for x in batches:
             with torch.no_grad():
                 eager = [t.cpu() for t in model(x)]
@@ -223,8 +225,6 @@ def verify_detections(path: str | os.PathLike, model: nn.Module, batches: Sequen
                 for key in ("max_box_diff", "max_score_diff"):
                     record[key] = max(record[key], pairs[key])
             results.append(record)
-    finally:
-        model.train(was_training)
     return results
 
 
