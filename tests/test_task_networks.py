@@ -57,6 +57,8 @@ def test_a_spec_file_is_read_as_the_kind_it_is(tmp_path):
     assert all(f"as a {task} spec" in str(e.value) for task in specs)
     with pytest.raises(FileNotFoundError, match="spec file not found"):
         spec_file_network(tmp_path / "missing.json")
+    # a spec file given where a name goes is read as one
+    assert resolve_network(str(tmp_path / "detection.json")) == ("detection", specs["detection"])
     with pytest.raises(ValueError, match="exactly one"):
         resolve_network("mobilenet_v3_small", str(tmp_path / "classification.json"))
     with pytest.raises(ValueError, match="--width-mult applies to zoo models"):

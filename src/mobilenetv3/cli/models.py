@@ -71,9 +71,7 @@ def profiled_network(args: argparse.Namespace) -> tuple[str, object, tuple[int, 
         default = (get_task(task).eval_input_size(config["data"]) if task != "classification"
                    else get_task(task).default_input_size(spec))
         return task, spec, size or default
-    name, spec_file = (None, args.name) if args.spec is None and args.name and args.name.endswith(".json") \
-        else (args.name, args.spec)
-    task, spec = resolve_network(name, spec_file, args.width_mult)
+    task, spec = resolve_network(args.name, args.spec, args.width_mult)
     return task, spec, size or get_task(task).default_input_size(spec)
 
 

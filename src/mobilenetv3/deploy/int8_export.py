@@ -49,9 +49,10 @@ def export_int8(model: nn.Module, path: str | os.PathLike, calibration_source: s
     products saturate (AVX2 without VNNI: :func:`~mobilenetv3.runtime.cpu.u8s8_saturates`); not with ``qat``.
     ``calibrate_method``: how ONNX Runtime's calibrator turns the observed activations into ranges (``minmax``,
     ``percentile``: the 0.001st and 99.999th percentiles of each tensor's histogram; ``entropy`` is ONNX
-    Runtime's KL method, which left every range as min-max's in our checks); the onnxruntime toolchain's QDQ
-    files only. ``keep_float``: the parts left in float (:data:`~.quantize.options.FLOAT_PARTS` or node-name
-    substrings; default the target's, stem and block 1).
+    Runtime's KL method, which gives min-max's ranges: ``quantize_static`` passes no bin counts to it, and with
+    its defaults of 128 histogram bins and 128 quantized bins the KL search has one candidate, the whole range);
+    the onnxruntime toolchain's QDQ files only. ``keep_float``: the parts left in float
+    (:data:`~.quantize.options.FLOAT_PARTS` or node-name substrings; default the target's, stem and block 1).
     """
     if toolchain not in TOOLCHAINS:
         raise ValueError(f"toolchain must be one of {', '.join(TOOLCHAINS)}, got {toolchain!r}")

@@ -66,7 +66,9 @@ def spec_file_network(path: str | Path) -> tuple[str, Any]:
 def resolve_network(name: str | None = None, spec_file: str | None = None, width_mult: float = 1.0
                     ) -> tuple[str, Any]:
     """``(task, spec)`` from a registered name (with its width multiplier) or a spec file: exactly one of the
-    two (``ValueError`` otherwise)."""
+    two (``ValueError`` otherwise). A ``name`` ending in ``.json`` is read as a spec file given where a name goes."""
+    if name is not None and spec_file is None and name.endswith(".json"):
+        name, spec_file = None, name
     if (name is None) == (spec_file is None):
         raise ValueError("give a model NAME or --spec FILE.json (exactly one)")
     if spec_file is not None:

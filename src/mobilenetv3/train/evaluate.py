@@ -215,8 +215,6 @@ def load_network(name: str | None = None, spec_file: str | None = None, width_mu
     from ..deploy import calibrate_bn_on_noise
     from ..tasks.lookup import resolve_network
 
-    if name is not None and spec_file is None and name.endswith(".json"):
-        name, spec_file = None, name  # a spec file given where a name goes
     if spec_file is None and is_run_dir(name):
         if width_mult != 1.0:
             raise ValueError("--width-mult applies to zoo models, not to a run directory")
