@@ -6,9 +6,12 @@ share within 5% / 10%, Kendall's tau and the noise floor beside the entry count 
     python benchmarks/latency_model.py --runtimes onnxruntime --resolutions 64 --samples 100
     python benchmarks/latency_model.py --space mobilenet_v3_large --resolutions 224   # then Large's widths rank too
     python benchmarks/latency_model.py --json out.json
+    python benchmarks/latency_model.py --relative --runtimes onnxruntime --resolutions 64   # on a shared machine
 
 Tables go to ``--tables`` (default ``latency_tables/``) as ``SPACE-RUNTIME-RES.json`` and are reused (a partial one
-is resumed, a fitted correction kept). Run it on a quiet machine, one core free: every figure is a measurement.
+is resumed, a fitted correction kept); ``--relative`` builds and checks them timed against the space's seed network
+(``SPACE-RUNTIME-RES-rel.json``), which cancels most of a shared machine's changes of speed. Run it on a quiet
+machine, one core free: every figure is a measurement.
 The zoo's widths of the space's family (V3-Small 0.75/1.0/1.25, V3-Large 0.75/1.0) are ranked by the predictor
 and by measurement; a width whose blocks the table cannot interpolate is reported as such.
 """
@@ -23,7 +26,7 @@ from pathlib import Path
 from mobilenetv3.runtime.cpu import machine_info
 from mobilenetv3.search.latency_table import load_table
 from mobilenetv3.search.predictor import MissingEntryError
-from mobilenetv3.search.table_builder import build_table, zoo_specs
+from mobilenetv3.search.table_builder import TimingSettings, build_table, zoo_specs
 from mobilenetv3.search.table_check import check_table, fit_table, rank_check
 
 
@@ -32,10 +35,10 @@ def one(space_name: str, runtime: str, resolution: int, args: argparse.Namespace
 
     space = get_space(space_name)
     specs = zoo_specs(space_name, resolution)
-    path = Path(args.tables) / f"{space_name}-{runtime}-{resolution}.json"
+    path = Path(args.tables) / f"{space_name}-{runtime}-{resolution}{'-rel' if args.relative else ''}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     table = build_table(space, resolution, runtime, path, threads=args.threads, progress=not args.quiet,
-                        extra_specs=specs)
+                        extra_specs=specs, settings=TimingSettings(relative=args.relative))
     timing = {"rounds": args.rounds, "statistic": args.statistic}
     if table.correction is None or args.refit:
         fit_table(path, space, args.fit_samples, progress=not args.quiet, **timing)
@@ -43,7 +46,8 @@ def one(space_name: str, runtime: str, resolution: int, args: argparse.Namespace
     table = load_table(path)
     row = {k: report[k] for k in ("rmspe", "within_5", "within_10", "kendall_tau", "noise_rmspe", "samples",
                                   "sum_rmspe", "correction_kept")}
-    row.update(space=space_name, runtime=runtime, resolution=resolution, entries=len(table.entries),
+    row.update(space=space_name, relative=args.relative, runtime=runtime, resolution=resolution,
+               entries=len(table.entries),
                build_seconds=table.header.get("build_seconds"), correction=table.correction, table=str(path))
     try:
         row["zoo_ranking"] = rank_check(table, specs) if specs else None  # median of 6 rounds
@@ -63,6 +67,7 @@ def main() -> int:
     p.add_argument("--rounds", type=int, default=6, help="interleaved end-to-end rounds (default 6)")
     p.add_argument("--statistic", choices=("median", "min"), default="median",
                    help="a spec's end-to-end latency: median (default) or min of its rounds")
+    p.add_argument("--relative", action="store_true", help="time against the space's seed network (shared machines)")
     p.add_argument("--tables", default="latency_tables")
     p.add_argument("--refit", action="store_true", help="fit the correction again on a table that has one")
     p.add_argument("--json", metavar="FILE")
@@ -71,7 +76,8 @@ def main() -> int:
     rows = [one(args.space, rt, res, args) for rt in args.runtimes for res in args.resolutions]
     info = machine_info()
     print(f"\n{args.space}, {args.threads} thread(s), {info['cpu']}, load {info['load_avg_1m']}, {info['date']}; "
-          f"end to end: {args.statistic} of {args.rounds} interleaved rounds")
+          f"end to end: {args.statistic} of {args.rounds} interleaved rounds"
+          f"{'; entries and specs timed against the seed network' if args.relative else ''}")
     head = ["runtime", "px", "RMSPE", "within 5%", "within 10%", "tau", "noise floor", "sum RMSPE", "entries",
             "build s"]
     print(" | ".join(head))

@@ -263,14 +263,16 @@ def test_correction_is_kept_only_when_it_helps(tmp_path):
     assert not record["kept"] and predict(table, specs[0]).ms == sums[0].sum_ms
 
 
-def test_cli_build_fit_and_check(tmp_path, monkeypatch, capsys):
+@pytest.mark.parametrize("relative", [[], ["--relative"]], ids=["plain", "relative"])
+def test_cli_build_fit_and_check(tmp_path, monkeypatch, capsys, relative):
     import mobilenetv3.cli.latency_table as cli_search
 
     monkeypatch.setattr(cli_search, "get_space", lambda name: TinySpace())
     out = str(tmp_path / "t.json")
     assert main(["latency-table", "build", "--space", "tiny", "--resolution", "32", "--runtime", "eager",
-                 "--out", out, "--quiet", "--warmup", "2", "--min-runs", "5", "--min-seconds", "0"]) == 0
-    assert "entries" in capsys.readouterr().out
+                 "--out", out, "--quiet", "--warmup", "2", "--min-runs", "5", "--min-seconds", "0", *relative]) == 0
+    printed = capsys.readouterr().out
+    assert "entries" in printed and ("relative to tiny" in printed) == bool(relative)
     fast = ["--quiet", "--warmup", "2", "--min-runs", "10", "--min-seconds", "0"]
     assert main(["latency-table", "fit", out, "--samples", "8", *fast]) == 0
     assert "held out" in capsys.readouterr().out
@@ -375,3 +377,43 @@ def test_a_cpu_clock_table_is_timed_and_checked_with_the_threads_cpu_time(tmp_pa
     with pytest.raises(ValueError, match="needs threads=1"):
         build_table(space, 32, "eager", tmp_path / "two.json", threads=2, settings=cpu, measure=fake_measure,
                     progress=False)
+
+
+def test_a_relative_table_is_timed_against_its_reference_and_checked_in_its_units(tmp_path, monkeypatch):
+    """``relative=True``: entries timed against the seed network (really, eager at 32 px), the reference and its
+    latency recorded once and kept on resume; the end-to-end check times specs against the same reference and
+    scales their ratios by the same latency; a table is resumed only the way it was timed."""
+    import mobilenetv3.search.table_check as check
+
+    space, out = TinySpace(), tmp_path / "rel.json"
+    rel = TimingSettings(warmup=1, min_runs=3, min_seconds=0.0, relative=True)
+    keys = space_keys(space, 32)
+    table = build_table(space, 32, "eager", out, settings=rel, keys=keys[:2], progress=False)
+    timing = load_table(out).header["timing"]
+    assert timing["relative"] is True and timing["reference"] == "tiny" and timing["reference_ms"] > 0
+    assert timing["reference_spec"] == space.seed.replace(resolution=32).to_dict()
+    assert all(0 < e["p10"] <= e["median"] <= e["p90"] for e in table.entries.values()) and len(table.entries) == 2
+    resumed = build_table(space, 32, "eager", out, settings=rel, keys=keys[:3], progress=False)
+    assert len(resumed.entries) == 3 and resumed.header["timing"]["reference_ms"] == timing["reference_ms"]
+    with pytest.raises(TableFileError, match=r"against a reference \(--relative\): resume it the same way"):
+        build_table(space, 32, "eager", out, settings=FAST, keys=keys[:4], progress=False)
+    plain = build_table(space, 32, "eager", tmp_path / "plain.json", measure=fake_measure, progress=False)
+    with pytest.raises(TableFileError, match="on its own"):
+        build_table(space, 32, "eager", tmp_path / "plain.json", settings=rel, progress=False)
+    seen = []
+
+    def fake_interleaved(runners, *, rounds, reference=None, **_):
+        seen.append(reference)
+        return {i: [1.0 + r for r in range(rounds)] for i in runners}  # ratios 1, 2, 3, 4
+
+    monkeypatch.setattr(check, "time_interleaved", fake_interleaved)
+    spec = space.sample(random.Random(0))
+    everything, even, odd = measure_interleaved(resumed, [spec], rounds=4, progress=False)
+    ms = timing["reference_ms"]
+    assert (everything, even, odd) == ([pytest.approx(2.5 * ms)], [pytest.approx(2 * ms)], [pytest.approx(3 * ms)])
+    assert callable(seen[0])
+    measure_interleaved(plain, [spec], rounds=2, progress=False)
+    assert seen[1] is None  # a plain table's check times on its own
+    del resumed.header["timing"]["reference_spec"]
+    with pytest.raises(TableFileError, match="records none"):
+        measure_interleaved(resumed, [spec], rounds=2, progress=False)

@@ -14,7 +14,14 @@ from mobilenetv3 import build, get_spec
 from mobilenetv3.runtime import BACKENDS, Prepared, available_backends, load_backend
 from mobilenetv3.runtime.cpu import cpu_id, machine_info, pinned_threads
 from mobilenetv3.runtime.onnxruntime import parse_ort_profile
-from mobilenetv3.runtime.timing import TimingStats, format_ms, percentile, time_callable
+from mobilenetv3.runtime.timing import (
+    TimingStats,
+    format_ms,
+    percentile,
+    time_callable,
+    time_interleaved,
+    time_relative,
+)
 
 
 @pytest.fixture(scope="module")
@@ -98,6 +105,69 @@ def test_time_callable_limits():
     for bad in (dict(min_runs=0), dict(warmup=-1), dict(min_seconds=-1), dict(max_seconds=0)):
         with pytest.raises(ValueError):
             time_callable(lambda: None, timer=clock, **bad)
+
+
+class ShiftingMachine:
+    """A fake machine whose speed changes at every switch back to the reference (a new burst): the reference
+    costs 1 ms and the runner 2.5 ms at speed 1, and every figure is scaled by the speed of the moment."""
+
+    def __init__(self, speeds):
+        self.now, self.speeds, self.burst, self.last = 0.0, list(speeds), -1, None
+
+    def __call__(self) -> float:
+        return self.now
+
+    def run(self, name: str, cost_ms: float) -> None:
+        if name == "ref" and self.last != "ref":
+            self.burst += 1
+        self.last = name
+        self.now += cost_ms / 1e3 * self.speeds[self.burst % len(self.speeds)]
+
+    def reference(self) -> None:
+        self.run("ref", 1.0)
+
+    def work(self) -> None:
+        self.run("work", 2.5)
+
+
+def test_relative_timing_cancels_a_machine_whose_speed_changes():
+    machine = ShiftingMachine([1.0, 1.7, 1.2, 2.5])
+    rel = time_relative(machine.work, machine.reference, bursts=4, warmup=1, min_runs=5, min_seconds=0.0,
+                        timer=machine)
+    assert rel.ratio == pytest.approx(2.5) and rel.p10 == pytest.approx(2.5) and rel.p90 == pytest.approx(2.5)
+    assert rel.runs == 20 and machine.burst == 3  # 4 bursts of 5 timed runs each
+    # the plain median of the same runner drifts with the machine
+    machine = ShiftingMachine([1.0, 1.7, 1.2, 2.5])
+    plain = []
+    for _ in range(4):
+        machine.reference()  # the next burst: the machine's speed changes
+        plain.append(time_callable(machine.work, warmup=0, min_runs=5, min_seconds=0.0, timer=machine).median_ms)
+    assert plain == pytest.approx([2.5, 4.25, 3.0, 6.25])
+
+
+def test_interleaved_rounds_against_a_reference_give_ratios(monkeypatch):
+    import mobilenetv3.runtime.timing as timing
+
+    calls = []
+
+    def fake_relative(fn, reference, **kw):
+        calls.append((fn, reference, kw["min_seconds"]))
+        return timing.RelativeStats(ratio=0.5 * len(calls), p10=0.0, p90=0.0, runs=1)
+
+    monkeypatch.setattr(timing, "time_relative", fake_relative)
+    a, b, ref = (lambda: None), (lambda: None), (lambda: None)
+    ratios = time_interleaved({"a": a, "b": b}, rounds=2, min_seconds=0.2, reference=ref)
+    assert ratios == {"a": [0.5, 1.5], "b": [1.0, 2.0]}  # round by round: a b, a b
+    assert calls == [(a, ref, 0.2), (b, ref, 0.2)] * 2
+
+    class Remote:
+        def time_round(self, **_):
+            return 1.0
+
+    with pytest.raises(ValueError, match="another process"):  # a runner timed in another process cannot be
+        time_interleaved({"peer": Remote()}, rounds=1, reference=ref)
+    with pytest.raises(ValueError, match="bursts"):
+        time_relative(a, ref, bursts=0)
 
 
 def test_pinned_threads_restores_the_previous_count():

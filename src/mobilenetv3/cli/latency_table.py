@@ -29,13 +29,14 @@ def cmd_build(args: argparse.Namespace) -> int:
     from ..search.table_builder import TimingSettings, build_table, zoo_specs
 
     settings = TimingSettings(warmup=args.warmup, min_runs=args.min_runs, min_seconds=args.min_seconds,
-                              clock=args.clock)
+                              clock=args.clock, relative=args.relative)
     built = build_table(get_space(args.space), args.resolution, args.runtime, args.out, threads=args.threads,
                         settings=settings, force=args.force, progress=not args.quiet,
                         extra_specs=zoo_specs(args.space, args.resolution))
     h = built.header
     print(f"{args.out}: {len(built.entries)} entries, {h['runtime']} {h['runtime_version']}, {h['threads']} "
-          f"thread(s), {h['resolution']} px, {h['cpu']}, {settings.clock} clock; measuring took "
+          f"thread(s), {h['resolution']} px, {h['cpu']}, {settings.clock} clock"
+          f"{', relative to ' + str(h['timing'].get('reference')) if settings.relative else ''}; measuring took "
           f"{h['build_seconds']:.0f} s in all")
     return 0
 
@@ -162,6 +163,10 @@ def register(sub) -> None:
     b.add_argument("--clock", choices=("wall", "cpu"), default=d.clock,
                    help="wall (default) or cpu: the timing thread's CPU time, which time the machine spends on "
                         "other work does not add to (one thread only); fit and check time with the table's clock")
+    b.add_argument("--relative", action="store_true",
+                   help="time every entry against the space's seed network, alternately in short bursts, and record "
+                        "its ratio times the seed's latency: a machine whose speed changes within seconds (a shared "
+                        "VM) slows both alike; fit and check then time specs the same way")
     b.set_defaults(func=cmd_build)
     f = actions.add_parser("fit", help="fit the predictor's correction on N measured specs; kept if it helps")
     f.add_argument("table", metavar="T.json")

@@ -96,17 +96,59 @@ def time_callable(fn: Callable[[], Any], *, warmup: int = 10, min_runs: int = 50
     return TimingStats.from_samples(samples)
 
 
+# -- timing against a reference ------------------------------------------------------------------------------
+BURSTS = 4  # alternating bursts per relative timing
+
+
+@dataclass(frozen=True)
+class RelativeStats:
+    """A runner's latency as a multiple of a reference's, timed alternately in bursts: the median, p10 and p90
+    of the bursts' ratios (each the runner's median over the reference's median in adjacent bursts), and the
+    runner's timed runs."""
+
+    ratio: float
+    p10: float
+    p90: float
+    runs: int
+
+
+def time_relative(fn: Callable[[], Any], reference: Callable[[], Any], *, bursts: int = BURSTS, warmup: int = 1,
+                  min_runs: int = 5, min_seconds: float = 0.1, max_seconds: float = 120.0,
+                  timer: Callable[[], float] = time.perf_counter) -> RelativeStats:
+    """Time ``reference`` and ``fn`` alternately, ``bursts`` times each, every burst at least ``min_runs`` runs
+    and ``min_seconds / bursts`` long (after ``warmup`` untimed runs), and take the ratio of each adjacent pair.
+
+    On a shared machine whose speed changes within seconds (other tenants, the hypervisor) two measurements of
+    the same network minutes apart can differ by 15-20%; a change that slows both runners of a pair alike leaves
+    their ratio, and on a 2-vCPU VM the ratio's noise floor was 3% where the plain median's was 20%
+    (docs/search.md). Multiply by a reference latency measured once to read it in milliseconds.
+    """
+    if bursts < 1:
+        raise ValueError(f"bursts must be >= 1, got {bursts}")
+    ratios: list[float] = []
+    runs = 0
+    burst = dict(warmup=warmup, min_runs=min_runs, min_seconds=min_seconds / bursts,
+                 max_seconds=max(max_seconds / bursts, 1e-3), timer=timer)
+    for _ in range(bursts):
+        ref = time_callable(reference, **burst)
+        own = time_callable(fn, **burst)
+        runs += own.runs
+        ratios.append(own.median_ms / ref.median_ms)
+    return RelativeStats(percentile(ratios, 50), percentile(ratios, 10), percentile(ratios, 90), runs)
+
+
 # -- interleaved timing -------------------------------------------------------------------------------------
 def time_interleaved(runners: dict[str, Any], *, rounds: int = 3, warmup: int = 5, min_runs: int = 30,
-                     min_seconds: float = 1.0, clock: str = "wall", on_step: Callable[[str], None] | None = None
-                     ) -> dict[str, list[float]]:
+                     min_seconds: float = 1.0, clock: str = "wall", on_step: Callable[[str], None] | None = None,
+                     reference: Callable[[], Any] | None = None) -> dict[str, list[float]]:
     """Time every runner once per round, round after round (A B C, A B C, ...), so that a change in the machine's
     load touches all of them alike; returns each runner's per-round median in ms (take the median of those).
 
     A runner is a callable timed here with :func:`time_callable`, or an object with a ``time_round(warmup=,
     min_runs=, min_seconds=, clock=)`` method returning one median in ms (a path timed in another process, such as
     :class:`~mobilenetv3.bench.peers.PeerPath`), called with the same settings. ``on_step(label)`` is called
-    after each timing (progress bars).
+    after each timing (progress bars). With a ``reference`` callable each round's figure is instead the runner's
+    latency as a multiple of the reference's (:func:`time_relative`; callables only).
     """
     if not isinstance(rounds, int) or rounds < 1:
         raise ValueError(f"rounds must be a positive integer, got {rounds!r}")
@@ -114,7 +156,13 @@ def time_interleaved(runners: dict[str, Any], *, rounds: int = 3, warmup: int = 
     medians: dict[str, list[float]] = {label: [] for label in runners}
     for _ in range(rounds):
         for label, run in runners.items():
-            if hasattr(run, "time_round"):
+            if reference is not None:
+                if hasattr(run, "time_round"):
+                    raise ValueError(f"{label}: a runner timed in another process cannot be timed against a "
+                                     "reference")
+                medians[label].append(time_relative(run, reference, warmup=warmup, min_runs=min_runs,
+                                                    min_seconds=min_seconds, timer=timer).ratio)
+            elif hasattr(run, "time_round"):
                 medians[label].append(run.time_round(warmup=warmup, min_runs=min_runs, min_seconds=min_seconds,
                                                      clock=clock))
             else:

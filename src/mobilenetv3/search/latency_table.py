@@ -171,6 +171,13 @@ class LatencyTable:
         return float(self.entries[key]["median"])
 
 
+def table_relative(table: LatencyTable) -> bool:
+    """Whether a table's entries were timed against a reference network (its header's ``timing.relative``):
+    its end-to-end measurements must be too, and scaled by the same ``timing.reference_ms``."""
+    timing = table.header.get("timing")
+    return bool(timing.get("relative")) if isinstance(timing, dict) else False
+
+
 def table_clock(table: LatencyTable) -> str:
     """The clock a table's entries were timed with (``wall`` for tables that record none), which its end-to-end
     checks use too."""
@@ -298,4 +305,4 @@ def write_ofa_yaml(table: LatencyTable, path: str | os.PathLike) -> None:
 
 __all__ = ["CONVENTIONS", "KINDS", "LatencyTable", "TableFileError", "TableMismatchError", "block_keys",
            "check_compatible", "conventions_of", "expanded_conv_key", "format_key", "last_stage_keys", "load_table",
-           "parse_key", "read_ofa_yaml", "stem_key", "table_clock", "write_ofa_yaml"]
+           "parse_key", "read_ofa_yaml", "stem_key", "table_clock", "table_relative", "write_ofa_yaml"]

@@ -8,6 +8,11 @@ through :func:`~mobilenetv3.deploy.onnx_export.export_onnx` with BN folded and O
 ``openvino`` without them, for ``eager`` the module itself. So a block is timed with the fusions the runtime
 applies to the whole network. The harness is :func:`~mobilenetv3.runtime.timing.time_callable`.
 
+With ``relative`` timing (:class:`TimingSettings`) each entry is timed alternately with a reference network (the
+space's seed at the table's resolution) in short bursts, and recorded as its ratio to the reference times the
+reference's latency measured once when the table was started: a slowdown of the machine that touches both alike
+cancels, and a table resumed on a slower afternoon stays in the same units.
+
 The build is resumable: measured entries are written to the table file atomically every few seconds and when the
 build stops (Ctrl-C, an error), and a rerun skips the keys already there, so no entry is measured twice.
 """
@@ -27,7 +32,7 @@ from torch import nn
 from ..latency.targets import prepare_runtime, target
 from ..layers import ConvNormAct, InvertedResidual, SqueezeExcite, make_activation
 from ..runtime.cpu import onednn_isa_cap, pinned_threads, this_cpu
-from ..runtime.timing import clock_timer, time_callable
+from ..runtime.timing import clock_timer, time_callable, time_relative
 from ..spec import ArchSpec, BlockSpec
 from .latency_table import (
     LatencyTable,
@@ -41,6 +46,7 @@ from .latency_table import (
     parse_key,
     stem_key,
     table_clock,
+    table_relative,
 )
 
 TABLE_RUNTIMES = ("eager", "onnxruntime", "openvino")
@@ -60,13 +66,15 @@ class TimingSettings:
     min_seconds: float = 0.05
     max_seconds: float = 5.0
     clock: str = "wall"  # or "cpu": the timing thread's CPU time (one thread), what other tenants do not add to
+    relative: bool = False  # each entry timed against the space's seed network, alternately in short bursts
 
     def __post_init__(self) -> None:
         clock_timer(self.clock)  # a ValueError naming the clocks
 
     def to_dict(self) -> dict[str, Any]:
-        return {"warmup": self.warmup, "min_runs": self.min_runs, "min_seconds": self.min_seconds,
-                "max_seconds": self.max_seconds, "clock": self.clock}
+        out = {"warmup": self.warmup, "min_runs": self.min_runs, "min_seconds": self.min_seconds,
+               "max_seconds": self.max_seconds, "clock": self.clock}
+        return {**out, "relative": True} if self.relative else out
 
 
 def space_keys(space: Any, resolution: int) -> list[str]:
@@ -118,17 +126,55 @@ def key_module(key: str, seed: ArchSpec) -> tuple[nn.Module, tuple[int, ...]]:
     return module.eval(), (1, c, h, w)
 
 
-def time_key(key: str, seed: ArchSpec, runtime: str, threads: int, settings: TimingSettings) -> dict[str, float]:
-    """One entry: ``key``'s module prepared on ``runtime`` and timed; ``{count, median, p10, p90}`` in ms."""
+def time_key(key: str, seed: ArchSpec, runtime: str, threads: int, settings: TimingSettings,
+             reference: tuple[Callable[[], Any], float] | None = None) -> dict[str, float]:
+    """One entry: ``key``'s module prepared on ``runtime`` and timed; ``{count, median, p10, p90}`` in ms.
+    ``reference``: ``(run, ms)``, a reference runner and its latency: the entry is timed against it
+    (:func:`~mobilenetv3.runtime.timing.time_relative`) and its ratios are scaled by ``ms``."""
     module, shape = key_module(key, seed)
     torch.manual_seed(0)
     x = torch.randn(shape)
     with pinned_threads(threads) as used:
         timer = clock_timer(settings.clock, used)
         prepared = prepare_runtime(runtime, module, x, used)
+        if reference is not None:
+            run, ms = reference
+            rel = time_relative(prepared.run, run, warmup=settings.warmup, min_runs=settings.min_runs,
+                                min_seconds=settings.min_seconds, max_seconds=settings.max_seconds, timer=timer)
+            return {"count": rel.runs, "median": rel.ratio * ms, "p10": rel.p10 * ms, "p90": rel.p90 * ms}
         stats = time_callable(prepared.run, warmup=settings.warmup, min_runs=settings.min_runs,
                               min_seconds=settings.min_seconds, max_seconds=settings.max_seconds, timer=timer)
     return {"count": stats.runs, "median": stats.median_ms, "p10": stats.p10_ms, "p90": stats.p90_ms}
+
+
+REFERENCE_SECONDS = 2.0  # how long a relative table's reference is timed when the table is started
+
+
+def reference_runner(table: LatencyTable, seed: ArchSpec | None = None) -> tuple[Callable[[], Any], float]:
+    """A relative table's reference, prepared on the table's runtime and threads, and the latency (ms) the
+    table's figures are scaled by. A new table takes ``seed`` at its resolution and records it in its header
+    (``timing.reference``, ``reference_spec``) with its latency (``timing.reference_ms``, the median of
+    :data:`REFERENCE_SECONDS` of runs); a table that has them (resumed, fitted, checked) rebuilds that spec."""
+    from ..inputs import example_input
+    from ..model import build
+
+    h = table.header
+    timing = h["timing"]
+    if "reference_spec" in timing:
+        spec = ArchSpec.from_dict(timing["reference_spec"])
+    elif seed is None:
+        raise TableFileError("the table was timed against a reference network but records none")
+    else:
+        spec = seed.replace(resolution=h["resolution"])
+    model = build(spec).eval()
+    with pinned_threads(h["threads"]) as used:
+        run = prepare_runtime(h["runtime"], model, example_input(model, h["resolution"]), used).run
+        if "reference_ms" not in timing:
+            timer = clock_timer(timing.get("clock", "wall"), used)
+            timing.update(reference=spec.name, reference_spec=spec.to_dict(),
+                          reference_ms=time_callable(run, warmup=10, min_runs=50, min_seconds=REFERENCE_SECONDS,
+                                                     timer=timer).median_ms)
+    return run, float(timing["reference_ms"])
 
 
 def runtime_version(runtime: str) -> str:
@@ -179,12 +225,17 @@ def build_table(space: Any, resolution: int, runtime: str, out: str | Path, *, t
         if table_clock(table) != settings.clock:
             raise TableFileError(f"{out} was timed with the {table_clock(table)} clock, not {settings.clock}: one "
                                  f"table holds one clock's figures (give --clock {table_clock(table)} to resume it)")
+        if table_relative(table) != settings.relative:
+            kind = "against a reference (--relative)" if table_relative(table) else "on its own (no --relative)"
+            raise TableFileError(f"{out} timed each entry {kind}: resume it the same way")
     else:
         table = LatencyTable(header)
     wanted = list(keys) if keys is not None else space_keys(space, resolution)
     wanted = list(dict.fromkeys(wanted + [k for s in extra_specs for k in block_keys(s, resolution)]))
     todo = [k for k in wanted if k not in table.entries]
-    measure = measure or (lambda key: time_key(key, space.seed, runtime, threads, settings))
+    if measure is None:
+        reference = reference_runner(table, space.seed) if settings.relative and todo else None
+        measure = lambda key: time_key(key, space.seed, runtime, threads, settings, reference)  # noqa: E731
     started = time.perf_counter()
     bar = None
     if progress:
@@ -210,5 +261,5 @@ def build_table(space: Any, resolution: int, runtime: str, out: str | Path, *, t
     return table
 
 
-__all__ = ["SAVE_EVERY_S", "TABLE_RUNTIMES", "ZOO_WIDTHS", "TimingSettings", "build_table", "header_for", "key_module",
-           "space_keys", "table_header", "time_key", "zoo_specs"]
+__all__ = ["REFERENCE_SECONDS", "SAVE_EVERY_S", "TABLE_RUNTIMES", "ZOO_WIDTHS", "TimingSettings", "build_table",
+           "header_for", "key_module", "reference_runner", "space_keys", "table_header", "time_key", "zoo_specs"]

@@ -10,7 +10,8 @@ End to end, every spec is prepared once and all are then timed in interleaved ro
 (:func:`measure_interleaved`): a machine whose speed drifts (a shared or virtual machine) slows every spec of a
 round alike instead of the specs that happened to be measured in a slow minute. A spec's latency is the median of
 its round medians; the two independent measurements of the noise floor are the medians of its even and of its
-odd rounds.
+odd rounds. A table built with relative timing is checked the same way: every spec's round figure is its ratio to
+the table's reference network, timed alternately in short bursts, times the table's reference latency.
 """
 
 from __future__ import annotations
@@ -28,8 +29,9 @@ from ..model import build
 from ..runtime.cpu import pinned_threads, this_cpu
 from ..runtime.timing import time_interleaved
 from ..spec import ArchSpec
-from .latency_table import LatencyTable, check_compatible, load_table, table_clock
+from .latency_table import LatencyTable, check_compatible, load_table, table_clock, table_relative
 from .predictor import fit_correction, predict, rmspe, table_sum
+from .table_builder import reference_runner
 
 CHECK_SEED, FIT_SEED = 1, 2
 
@@ -90,6 +92,9 @@ def measure_interleaved(table: LatencyTable, specs: Sequence[ArchSpec], *, round
     reduce = STATISTICS[statistic]
     h = table.header
     runners = {}
+    reference, scale = None, 1.0
+    if table_relative(table):  # timed as the entries were: against the table's reference, in its units
+        reference, scale = reference_runner(table)
     with pinned_threads(h["threads"]) as threads:
         for i, spec in enumerate(_progress(list(specs), progress, "prepare")):
             model = build(spec).eval()
@@ -100,7 +105,8 @@ def measure_interleaved(table: LatencyTable, specs: Sequence[ArchSpec], *, round
         bar = _progress(range(rounds * len(runners)), progress, "time") if progress else None
         medians = time_interleaved(runners, rounds=rounds, warmup=warmup, min_runs=min_runs,
                                    min_seconds=min_seconds, clock=table_clock(table),
-                                   on_step=(lambda _: bar.update()) if bar else None)
+                                   on_step=(lambda _: bar.update()) if bar else None, reference=reference)
+        medians = {k: [m * scale for m in v] for k, v in medians.items()}
     if bar is not None:
         bar.close()
     out: tuple[list[float], list[float], list[float]] = ([], [], [])
