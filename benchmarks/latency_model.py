@@ -6,7 +6,7 @@ share within 5% / 10%, Kendall's tau and the noise floor beside the entry count 
     python benchmarks/latency_model.py --runtimes onnxruntime --resolutions 64 --samples 100
     python benchmarks/latency_model.py --space mobilenet_v3_large --resolutions 224   # then Large's widths rank too
     python benchmarks/latency_model.py --json out.json
-    python benchmarks/latency_model.py --relative --runtimes onnxruntime --resolutions 64   # on a shared machine
+    python benchmarks/latency_model.py --relative --sessions 3 --min-seconds 0.03 --rounds 8   # a shared machine
 
 Tables go to ``--tables`` (default ``latency_tables/``) as ``SPACE-RUNTIME-RES.json`` and are reused (a partial one
 is resumed, a fitted correction kept); ``--relative`` builds and checks them timed against the space's seed network
@@ -38,7 +38,8 @@ def one(space_name: str, runtime: str, resolution: int, args: argparse.Namespace
     path = Path(args.tables) / f"{space_name}-{runtime}-{resolution}{'-rel' if args.relative else ''}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     table = build_table(space, resolution, runtime, path, threads=args.threads, progress=not args.quiet,
-                        extra_specs=specs, settings=TimingSettings(relative=args.relative))
+                        extra_specs=specs, settings=TimingSettings(relative=args.relative, sessions=args.sessions,
+                                                                   min_seconds=args.min_seconds))
     timing = {"rounds": args.rounds, "statistic": args.statistic}
     if table.correction is None or args.refit:
         fit_table(path, space, args.fit_samples, progress=not args.quiet, **timing)
@@ -46,7 +47,7 @@ def one(space_name: str, runtime: str, resolution: int, args: argparse.Namespace
     table = load_table(path)
     row = {k: report[k] for k in ("rmspe", "within_5", "within_10", "kendall_tau", "noise_rmspe", "samples",
                                   "sum_rmspe", "correction_kept")}
-    row.update(space=space_name, relative=args.relative, runtime=runtime, resolution=resolution,
+    row.update(space=space_name, relative=args.relative, sessions=args.sessions, runtime=runtime, resolution=resolution,
                entries=len(table.entries),
                build_seconds=table.header.get("build_seconds"), correction=table.correction, table=str(path))
     try:
@@ -68,6 +69,9 @@ def main() -> int:
     p.add_argument("--statistic", choices=("median", "min"), default="median",
                    help="a spec's end-to-end latency: median (default) or min of its rounds")
     p.add_argument("--relative", action="store_true", help="time against the space's seed network (shared machines)")
+    p.add_argument("--sessions", type=int, default=1, help="build: sessions per entry (their median)")
+    p.add_argument("--min-seconds", type=float, default=TimingSettings().min_seconds,
+                   help="build: timing per entry and session")
     p.add_argument("--tables", default="latency_tables")
     p.add_argument("--refit", action="store_true", help="fit the correction again on a table that has one")
     p.add_argument("--json", metavar="FILE")

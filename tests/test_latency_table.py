@@ -417,3 +417,61 @@ def test_a_relative_table_is_timed_against_its_reference_and_checked_in_its_unit
     del resumed.header["timing"]["reference_spec"]
     with pytest.raises(TableFileError, match="records none"):
         measure_interleaved(resumed, [spec], rounds=2, progress=False)
+
+
+def test_entries_timed_in_several_sessions_take_their_median(tmp_path):
+    """``sessions=3``: every key measured in three passes (a key's sessions a whole pass apart), its median the
+    sessions' median, the sessions listed in the file; an interrupted pass resumes where it stopped; a rerun with
+    more sessions adds passes; a malformed sessions list is a corrupt table."""
+    space, out = TinySpace(), tmp_path / "t.json"
+    figures = iter([1.0, 5.0, 2.0] * 1000)
+    calls: list[str] = []
+
+    def measure(key):
+        calls.append(key)
+        v = next(figures)
+        return {"count": 5, "median": v, "p10": v - 0.5, "p90": v + 0.5}
+
+    keys = space_keys(space, 32)[:3]
+    table = build_table(space, 32, "eager", out, settings=TimingSettings(sessions=3), keys=keys, measure=measure,
+                        progress=False)
+    assert calls == keys * 3  # pass by pass
+    saved = load_table(out)
+    assert saved.header["timing"]["sessions"] == 3
+    first = saved.entries[keys[0]]  # its sessions: calls 0, 3 and 6 -> 1.0, 1.0, 1.0
+    assert first["sessions"] == [1.0, 1.0, 1.0] and first["median"] == 1.0 and first["count"] == 15
+    second = table.entries[keys[1]]  # calls 1, 4, 7 -> 5.0, 5.0, 5.0
+    assert second["median"] == 5.0
+    # an interruption in the second pass: the rerun measures only what is missing
+    calls.clear()
+    out2 = tmp_path / "t2.json"
+
+    def failing(key):
+        if len(calls) == 4:
+            raise KeyboardInterrupt
+        calls.append(key)
+        return {"count": 1, "median": float(len(calls)), "p10": 0.5, "p90": 9.0}
+
+    with pytest.raises(KeyboardInterrupt):
+        build_table(space, 32, "eager", out2, settings=TimingSettings(sessions=2), keys=keys, measure=failing,
+                    progress=False)
+    assert [len(e.get("sessions", [0])) for e in load_table(out2).entries.values()] == [2, 1, 1]
+    calls.clear()
+    resumed = build_table(space, 32, "eager", out2, settings=TimingSettings(sessions=2), keys=keys,
+                          measure=lambda k: (calls.append(k), {"count": 1, "median": 7.0, "p10": 6.0, "p90": 8.0})[1],
+                          progress=False)
+    assert calls == keys[1:] and resumed.entries[keys[1]]["sessions"] == [2.0, 7.0]
+    assert resumed.entries[keys[1]]["median"] == 4.5 and resumed.entries[keys[1]]["p90"] == 9.0
+    # more sessions on a finished table: one more pass
+    calls.clear()
+    more = build_table(space, 32, "eager", out2, settings=TimingSettings(sessions=3), keys=keys,
+                       measure=lambda k: (calls.append(k), {"count": 1, "median": 3.0, "p10": 2.0, "p90": 4.0})[1],
+                       progress=False)
+    assert calls == keys and more.entries[keys[1]]["median"] == 3.0 and more.header["timing"]["sessions"] == 3
+    data = json.loads(out2.read_text())
+    data["entries"][keys[0]]["sessions"] = [1.0, -2.0]
+    (tmp_path / "bad.json").write_text(json.dumps(data))
+    with pytest.raises(TableFileError, match="sessions"):
+        load_table(tmp_path / "bad.json")
+    with pytest.raises(ValueError, match="sessions must be a positive integer"):
+        TimingSettings(sessions=0)

@@ -29,7 +29,7 @@ def cmd_build(args: argparse.Namespace) -> int:
     from ..search.table_builder import TimingSettings, build_table, zoo_specs
 
     settings = TimingSettings(warmup=args.warmup, min_runs=args.min_runs, min_seconds=args.min_seconds,
-                              clock=args.clock, relative=args.relative)
+                              clock=args.clock, relative=args.relative, sessions=args.sessions)
     built = build_table(get_space(args.space), args.resolution, args.runtime, args.out, threads=args.threads,
                         settings=settings, force=args.force, progress=not args.quiet,
                         extra_specs=zoo_specs(args.space, args.resolution))
@@ -46,7 +46,7 @@ def timing_of(args: argparse.Namespace) -> dict:
 
 
 def rounds_of(args: argparse.Namespace) -> dict:
-    return {**timing_of(args), "rounds": args.rounds, "statistic": args.statistic}
+    return {**timing_of(args), "rounds": args.rounds, "statistic": args.statistic, "sessions": args.sessions}
 
 
 def cmd_fit(args: argparse.Namespace) -> int:
@@ -167,6 +167,10 @@ def register(sub) -> None:
                    help="time every entry against the space's seed network, alternately in short bursts, and record "
                         "its ratio times the seed's latency: a machine whose speed changes within seconds (a shared "
                         "VM) slows both alike; fit and check then time specs the same way")
+    b.add_argument("--sessions", type=int, default=d.sessions,
+                   help=f"prepare and time every entry this many times, in as many passes over the keys, and take "
+                        f"the median (default {d.sessions}; 3 with --relative on a shared machine: a runtime session "
+                        f"can run fast or slow for its whole life); rerun with a larger N to add passes")
     b.set_defaults(func=cmd_build)
     f = actions.add_parser("fit", help="fit the predictor's correction on N measured specs; kept if it helps")
     f.add_argument("table", metavar="T.json")
@@ -196,6 +200,8 @@ def register(sub) -> None:
         q.add_argument("--statistic", choices=("median", "min"), default="median",
                        help="end-to-end: a spec's latency is this of its rounds' medians (default median; min, the "
                             "least disturbed round, is far more repeatable on a shared machine)")
+        q.add_argument("--sessions", type=int, default=1,
+                       help="end-to-end: prepare every spec this many times and take the median (default 1)")
     v = actions.add_parser("convert", help="between our JSON tables and Once-for-All's YAML layout")
     v.add_argument("table", metavar="IN")
     v.add_argument("out", metavar="OUT", help=".yaml/.yml: OFA's layout; else our JSON")

@@ -18,7 +18,8 @@ conventions is refused rather than costed with the wrong entries. The header als
 valid (CPU, runtime and version, threads, resolution, oneDNN cap, timing settings): :func:`check_compatible`
 refuses a table from elsewhere, naming the difference.
 
-A table file is JSON: ``{"format", "header", "entries": {key: {count, median, p10, p90}}, "correction"}`` in ms.
+A table file is JSON: ``{"format", "header", "entries": {key: {count, median, p10, p90}}, "correction"}`` in ms
+(an entry timed in several sessions also lists their medians, ``sessions``, and its median is theirs).
 :func:`read_ofa_yaml` / :func:`write_ofa_yaml` convert from and to OFA's YAML layout (``key: {count, mean, std}``);
 OFA records a mean only, which is read as the median. The reader parses that flat layout itself, so PyYAML is not
 needed.
@@ -185,13 +186,25 @@ def table_clock(table: LatencyTable) -> str:
     return str(timing.get("clock", "wall")) if isinstance(timing, dict) else "wall"
 
 
-def check_entry(key: str, entry: Any) -> dict[str, float]:
+def check_entry(key: str, entry: Any) -> dict[str, Any]:
     if not isinstance(entry, dict) or "median" not in entry:
         raise ValueError(f"entry {key!r} has no median")
     value = float(entry["median"])
     if not math.isfinite(value) or value <= 0:
         raise ValueError(f"entry {key!r} has median {entry['median']!r} (a positive number of ms is needed)")
-    return {k: float(entry[k]) if k != "count" else int(entry[k]) for k in ENTRY_FIELDS if k in entry}
+    out: dict[str, Any] = {k: float(entry[k]) if k != "count" else int(entry[k]) for k in ENTRY_FIELDS if k in entry}
+    if "sessions" in entry:  # the medians of the sessions an entry was timed in (a build with sessions > 1)
+        sessions = entry["sessions"]
+        if not isinstance(sessions, list) or not sessions or not all(
+                isinstance(v, (int, float)) and math.isfinite(v) and v > 0 for v in sessions):
+            raise ValueError(f"entry {key!r} has sessions {sessions!r} (a list of positive ms is needed)")
+        out["sessions"] = [float(v) for v in sessions]
+    return out
+
+
+def entry_sessions(entry: dict[str, Any]) -> int:
+    """How many sessions an entry was timed in (one unless it records them)."""
+    return len(entry.get("sessions", ())) or 1
 
 
 def load_table(path: str | os.PathLike) -> LatencyTable:
@@ -304,5 +317,5 @@ def write_ofa_yaml(table: LatencyTable, path: str | os.PathLike) -> None:
 
 
 __all__ = ["CONVENTIONS", "KINDS", "LatencyTable", "TableFileError", "TableMismatchError", "block_keys",
-           "check_compatible", "conventions_of", "expanded_conv_key", "format_key", "last_stage_keys", "load_table",
-           "parse_key", "read_ofa_yaml", "stem_key", "table_clock", "table_relative", "write_ofa_yaml"]
+           "check_compatible", "conventions_of", "entry_sessions", "expanded_conv_key", "format_key", "last_stage_keys",
+           "load_table", "parse_key", "read_ofa_yaml", "stem_key", "table_clock", "table_relative", "write_ofa_yaml"]

@@ -40,6 +40,7 @@ from .latency_table import (
     block_keys,
     check_compatible,
     conventions_of,
+    entry_sessions,
     expanded_conv_key,
     last_stage_keys,
     load_table,
@@ -67,14 +68,35 @@ class TimingSettings:
     max_seconds: float = 5.0
     clock: str = "wall"  # or "cpu": the timing thread's CPU time (one thread), what other tenants do not add to
     relative: bool = False  # each entry timed against the space's seed network, alternately in short bursts
+    sessions: int = 1  # each entry prepared and timed this many times, in as many passes over the keys; the median
 
     def __post_init__(self) -> None:
         clock_timer(self.clock)  # a ValueError naming the clocks
+        if not isinstance(self.sessions, int) or self.sessions < 1:
+            raise ValueError(f"sessions must be a positive integer, got {self.sessions!r}")
 
     def to_dict(self) -> dict[str, Any]:
-        out = {"warmup": self.warmup, "min_runs": self.min_runs, "min_seconds": self.min_seconds,
-               "max_seconds": self.max_seconds, "clock": self.clock}
-        return {**out, "relative": True} if self.relative else out
+        out: dict[str, Any] = {"warmup": self.warmup, "min_runs": self.min_runs, "min_seconds": self.min_seconds,
+                               "max_seconds": self.max_seconds, "clock": self.clock}
+        if self.relative:
+            out["relative"] = True
+        if self.sessions > 1:
+            out["sessions"] = self.sessions
+        return out
+
+
+def add_session(old: dict[str, Any] | None, new: dict[str, Any]) -> dict[str, Any]:
+    """An entry with one more session: ``new`` (one session's figures) joined to ``old`` (None: the first). The
+    median is the sessions' median, p10 / p90 the widest of theirs, the count their sum."""
+    if old is None:
+        return dict(new)
+    sessions = [*old.get("sessions", [old["median"]]), new["median"]]
+    ordered = sorted(sessions)
+    mid = len(ordered) // 2
+    median = ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
+    return {"count": old.get("count", 0) + new["count"], "median": median,
+            "p10": min(old.get("p10", new["p10"]), new["p10"]), "p90": max(old.get("p90", new["p90"]), new["p90"]),
+            "sessions": sessions}
 
 
 def space_keys(space: Any, resolution: int) -> list[str]:
@@ -232,7 +254,16 @@ def build_table(space: Any, resolution: int, runtime: str, out: str | Path, *, t
         table = LatencyTable(header)
     wanted = list(keys) if keys is not None else space_keys(space, resolution)
     wanted = list(dict.fromkeys(wanted + [k for s in extra_specs for k in block_keys(s, resolution)]))
-    todo = [k for k in wanted if k not in table.entries]
+    passes = settings.sessions
+
+    def done(key: str) -> int:
+        return entry_sessions(table.entries[key]) if key in table.entries else 0
+
+    # pass p measures the keys with p sessions so far: a key's sessions are a whole pass apart
+    todo = [(p, k) for p in range(passes) for k in wanted if done(k) <= p]
+    timing = table.header.setdefault("timing", {})
+    if passes > int(timing.get("sessions", 1)):
+        timing["sessions"] = passes
     if measure is None:
         reference = reference_runner(table, space.seed) if settings.relative and todo else None
         measure = lambda key: time_key(key, space.seed, runtime, threads, settings, reference)  # noqa: E731
@@ -241,11 +272,12 @@ def build_table(space: Any, resolution: int, runtime: str, out: str | Path, *, t
     if progress:
         from tqdm import tqdm
 
-        bar = tqdm(total=len(wanted), initial=len(wanted) - len(todo), unit="entry", desc=f"{runtime} {resolution}px")
+        bar = tqdm(total=len(wanted) * passes, initial=len(wanted) * passes - len(todo), unit="entry",
+                   desc=f"{runtime} {resolution}px")
     last_save = time.monotonic()
     try:
-        for key in todo:
-            table.entries[key] = measure(key)
+        for _, key in todo:
+            table.entries[key] = add_session(table.entries.get(key), measure(key))
             if bar is not None:
                 bar.update(1)
             if time.monotonic() - last_save >= SAVE_EVERY_S:
@@ -261,5 +293,6 @@ def build_table(space: Any, resolution: int, runtime: str, out: str | Path, *, t
     return table
 
 
-__all__ = ["REFERENCE_SECONDS", "SAVE_EVERY_S", "TABLE_RUNTIMES", "ZOO_WIDTHS", "TimingSettings", "build_table",
-           "header_for", "key_module", "reference_runner", "space_keys", "table_header", "time_key", "zoo_specs"]
+__all__ = ["REFERENCE_SECONDS", "SAVE_EVERY_S", "TABLE_RUNTIMES", "ZOO_WIDTHS", "TimingSettings", "add_session",
+           "build_table", "header_for", "key_module", "reference_runner", "space_keys", "table_header", "time_key",
+           "zoo_specs"]
