@@ -38,8 +38,9 @@ def one(space_name: str, runtime: str, resolution: int, args: argparse.Namespace
     path = Path(args.tables) / f"{space_name}-{runtime}-{resolution}{'-rel' if args.relative else ''}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     table = build_table(space, resolution, runtime, path, threads=args.threads, progress=not args.quiet,
-                        extra_specs=specs, settings=TimingSettings(relative=args.relative, sessions=args.sessions,
-                                                                   min_seconds=args.min_seconds))
+                        extra_specs=specs,
+                        settings=TimingSettings(relative=args.relative, sessions=args.sessions, warmup=args.warmup,
+                                                min_runs=args.min_runs, min_seconds=args.min_seconds))
     timing = {"rounds": args.rounds, "statistic": args.statistic}
     if table.correction is None or args.refit:
         fit_table(path, space, args.fit_samples, progress=not args.quiet, **timing)
@@ -70,8 +71,11 @@ def main() -> int:
                    help="a spec's end-to-end latency: median (default) or min of its rounds")
     p.add_argument("--relative", action="store_true", help="time against the space's seed network (shared machines)")
     p.add_argument("--sessions", type=int, default=1, help="build: sessions per entry (their median)")
-    p.add_argument("--min-seconds", type=float, default=TimingSettings().min_seconds,
-                   help="build: timing per entry and session")
+    d = TimingSettings()
+    p.add_argument("--warmup", type=int, default=d.warmup, help="build: untimed runs per entry (with --relative: "
+                                                                "per burst)")
+    p.add_argument("--min-runs", type=int, default=d.min_runs, help="build: timed runs per entry (per burst)")
+    p.add_argument("--min-seconds", type=float, default=d.min_seconds, help="build: timing per entry and session")
     p.add_argument("--tables", default="latency_tables")
     p.add_argument("--refit", action="store_true", help="fit the correction again on a table that has one")
     p.add_argument("--json", metavar="FILE")

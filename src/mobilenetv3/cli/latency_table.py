@@ -156,8 +156,10 @@ def register(sub) -> None:
     b.add_argument("--runtime", choices=TABLE_RUNTIMES, required=True)
     b.add_argument("--threads", type=int, default=1, help="threads (default 1)")
     b.add_argument("--out", required=True, metavar="T.json", help="the table file (an existing one is resumed)")
-    b.add_argument("--warmup", type=int, default=d.warmup, help=f"untimed runs per entry (default {d.warmup})")
-    b.add_argument("--min-runs", type=int, default=d.min_runs, help=f"timed runs per entry (default {d.min_runs})")
+    b.add_argument("--warmup", type=int, default=d.warmup,
+                   help=f"untimed runs per entry (default {d.warmup}; with --relative per burst of 4)")
+    b.add_argument("--min-runs", type=int, default=d.min_runs,
+                   help=f"timed runs per entry (default {d.min_runs}; with --relative per burst of 4)")
     b.add_argument("--min-seconds", type=float, default=d.min_seconds,
                    help=f"and at least this long per entry (default {d.min_seconds}: sized for the 15-minute budget)")
     b.add_argument("--clock", choices=("wall", "cpu"), default=d.clock,
