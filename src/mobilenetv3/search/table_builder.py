@@ -32,7 +32,7 @@ from torch import nn
 from ..latency.targets import prepare_runtime, target
 from ..layers import ConvNormAct, InvertedResidual, SqueezeExcite, make_activation
 from ..runtime.cpu import onednn_isa_cap, pinned_threads, this_cpu
-from ..runtime.timing import clock_timer, time_callable, time_relative
+from ..runtime.timing import clock_timer, percentile, time_callable, time_relative
 from ..spec import ArchSpec, BlockSpec
 from .latency_table import (
     LatencyTable,
@@ -91,10 +91,7 @@ def add_session(old: dict[str, Any] | None, new: dict[str, Any]) -> dict[str, An
     if old is None:
         return dict(new)
     sessions = [*old.get("sessions", [old["median"]]), new["median"]]
-    ordered = sorted(sessions)
-    mid = len(ordered) // 2
-    median = ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
-    return {"count": old.get("count", 0) + new["count"], "median": median,
+    return {"count": old.get("count", 0) + new["count"], "median": percentile(sessions, 50),
             "p10": min(old.get("p10", new["p10"]), new["p10"]), "p90": max(old.get("p90", new["p90"]), new["p90"]),
             "sessions": sessions}
 
