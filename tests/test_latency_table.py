@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import os
 import random
 
 import pytest
@@ -234,6 +235,56 @@ def test_onnxruntime_entry_is_timed_through_the_export():
     key = "expanded_conv-input:8x8x16-output:4x4x24-expand:48-kernel:5-stride:2-idskip:0-se:1-hs:1"
     entry = time_key(key, TinySpace().seed, "onnxruntime", 1, FAST)
     assert entry["count"] >= 5 and 0 < entry["p10"] <= entry["median"] <= entry["p90"]
+
+
+def test_an_export_kept_between_sessions_is_read_not_redone(tmp_path):
+    """``prepare_runtime(onnx_file=)``: the first call writes the export there, a later call runs that file even
+    for a module whose weights differ (so it did not export again); eager has no export to keep."""
+    pytest.importorskip("onnxruntime")
+    import torch
+
+    from mobilenetv3.latency.targets import prepare_runtime
+
+    x = torch.randn(1, 3, 8, 8)
+    first, other = torch.nn.Conv2d(3, 4, 3).eval(), torch.nn.Conv2d(3, 4, 3).eval()
+    path = tmp_path / "conv.onnx"
+    with torch.no_grad():
+        a = prepare_runtime("onnxruntime", first, x, onnx_file=path)
+        assert path.exists()
+        b = prepare_runtime("onnxruntime", other, x, onnx_file=path)
+        torch.testing.assert_close(torch.as_tensor(b.run()).reshape(1, 4, 6, 6), first(x), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(torch.as_tensor(a.run()), torch.as_tensor(b.run()))
+    with pytest.raises(ValueError, match="onnx_file applies to onnxruntime"):
+        prepare_runtime("eager", first, x, onnx_file=path)
+
+
+def test_a_build_in_several_sessions_exports_each_key_once(tmp_path, monkeypatch):
+    """Three sessions on ONNX Runtime: three runtime sessions per key but one export, into a folder that is gone
+    when the build ends."""
+    pytest.importorskip("onnxruntime")
+    import mobilenetv3.latency.targets as targets
+
+    exports, folders = [], set()
+    real = targets.onnx_export
+
+    def counting(model, x, tmp, **options):
+        exports.append(tuple(x.shape))
+        return real(model, x, tmp, **options)
+
+    real_move = targets.shutil.move
+
+    def moving(src, dst):
+        folders.add(os.path.dirname(dst))
+        return real_move(src, dst)
+
+    monkeypatch.setattr(targets, "onnx_export", counting)
+    monkeypatch.setattr(targets.shutil, "move", moving)
+    space = TinySpace()
+    keys = space_keys(space, 32)[:3]
+    table = build_table(space, 32, "onnxruntime", tmp_path / "t.json", settings=TimingSettings(
+        warmup=1, min_runs=2, min_seconds=0.0, sessions=3), keys=keys, progress=False)
+    assert len(exports) == len(keys) and all(len(table.entries[k]["sessions"]) == 3 for k in keys)
+    assert len(folders) == 1 and not os.path.exists(folders.pop())
 
 
 def test_kendall_tau_against_hand_computed_values():

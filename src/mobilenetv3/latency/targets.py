@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import shutil
 import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -64,6 +65,19 @@ def onnx_export(model: nn.Module, x: torch.Tensor, tmp: str, ort_nchwc: bool = T
     return path
 
 
+def exported_once(model: nn.Module, x: torch.Tensor, tmp: str, onnx_file: str | os.PathLike | None, *,
+                  ort_nchwc: bool = True, input_layout: str = "nchw") -> str:
+    """The path of ``model``'s ONNX export for ``x``'s shape: ``onnx_file`` as it is when it exists (an earlier
+    call's export of the same module), else a new export in ``tmp`` (:func:`onnx_export`), moved to ``onnx_file``
+    when one is named so that the next call skips the export."""
+    if onnx_file is not None and os.path.exists(onnx_file):
+        return os.fspath(onnx_file)
+    path = onnx_export(model, x, tmp, ort_nchwc=ort_nchwc, input_layout=input_layout)
+    if onnx_file is None:
+        return path
+    return shutil.move(path, onnx_file)
+
+
 def _calibration(calibration: Sequence[Any] | None, x: torch.Tensor) -> list[Any]:
     from ..deploy.quantize import random_calibration_data
 
@@ -82,11 +96,11 @@ def _frozen(model, x, threads, *, channels_last, frozen_method, **_) -> Prepared
     return FrozenGraph.prepare(model, x, threads=threads, method=frozen_method, channels_last=channels_last)
 
 
-def _onnxruntime(model, x, threads, **_) -> Prepared:
+def _onnxruntime(model, x, threads, *, onnx_file, **_) -> Prepared:
     require("onnxruntime", purpose="the ONNX Runtime runtime")
     require("onnx", purpose="exporting to ONNX")
     with tempfile.TemporaryDirectory() as tmp:
-        return OnnxRuntime.prepare(onnx_export(model, x, tmp), x, threads=threads)
+        return OnnxRuntime.prepare(exported_once(model, x, tmp, onnx_file), x, threads=threads)
 
 
 def _onnxruntime_int8(model, x, threads, *, calibration, **_) -> Prepared:
@@ -103,11 +117,11 @@ def _onnxruntime_int8(model, x, threads, *, calibration, **_) -> Prepared:
 
 
 def _openvino(precision: str) -> Callable[..., Prepared]:
-    def prepare(model, x, threads, *, input_layout, **_) -> Prepared:
+    def prepare(model, x, threads, *, input_layout, onnx_file, **_) -> Prepared:
         require("onnx", extra="openvino", purpose="exporting to ONNX")
         require("openvino", extra="openvino", purpose="the OpenVINO runtime")
         with tempfile.TemporaryDirectory() as tmp:
-            path = onnx_export(model, x, tmp, ort_nchwc=False, input_layout=input_layout)
+            path = exported_once(model, x, tmp, onnx_file, ort_nchwc=False, input_layout=input_layout)
             prepared = OpenVINO.prepare(path, x, threads=threads, layout=input_layout, precision=precision)
         return prepared.described(before=f"ONNX export (BN folded, {input_layout.upper()} input), ")
     return prepare
@@ -150,6 +164,7 @@ TARGETS: dict[str, Target] = {
     "litert": Target(_litert, LITERT, in_all=True, probe="litert_torch"),
 }
 RUNTIMES = tuple(TARGETS)  # the names above, in order: eager first, litert last
+EXPORT_CACHED = ("onnxruntime", "openvino", "openvino-bf16")  # runtimes that run prepare_runtime's onnx_file
 
 
 def target(runtime: str) -> Target:
@@ -161,15 +176,21 @@ def target(runtime: str) -> Target:
 
 def prepare_runtime(runtime: str, model: nn.Module, x: torch.Tensor, threads: int = 1, *,
                     channels_last: bool = True, frozen_method: str = DEFAULT_FROZEN,
-                    calibration: Sequence[Any] | None = None, input_layout: str = "nchw") -> Prepared:
+                    calibration: Sequence[Any] | None = None, input_layout: str = "nchw",
+                    onnx_file: str | os.PathLike | None = None) -> Prepared:
     """Set up ``runtime`` for ``model`` on the fixed input ``x``; call within :func:`pinned_threads`.
     ``calibration``: inputs shaped like ``x`` for ``onnxruntime-int8`` and ``openvino-int8``. ``input_layout``:
-    ``nhwc`` feeds the OpenVINO runtimes ``x`` as N x H x W x C (``export_onnx(input_layout=...)``)."""
+    ``nhwc`` feeds the OpenVINO runtimes ``x`` as N x H x W x C (``export_onnx(input_layout=...)``).
+    ``onnx_file``: where the float ONNX runtimes (:data:`EXPORT_CACHED`) keep their export of ``model`` between
+    calls: read when it exists (the caller vouches that it is this module at ``x``'s shape and layout), written
+    when not; a latency table measured in several sessions exports each block once this way."""
     chosen = target(runtime)
     if input_layout != "nchw" and runtime not in OPENVINO_RUNTIMES:
         raise ValueError(f"input_layout={input_layout!r} applies to the OpenVINO runtimes, not {runtime!r}")
+    if onnx_file is not None and runtime not in EXPORT_CACHED:
+        raise ValueError(f"onnx_file applies to {', '.join(EXPORT_CACHED)}, not {runtime!r}")
     return chosen.prepare(model, x, threads, channels_last=channels_last, frozen_method=frozen_method,
-                          calibration=calibration, input_layout=input_layout)
+                          calibration=calibration, input_layout=input_layout, onnx_file=onnx_file)
 
 
 def available_runtimes() -> list[str]:
@@ -178,5 +199,5 @@ def available_runtimes() -> list[str]:
             if t.in_all and (t.probe is None or importlib.util.find_spec(t.probe) is not None)]
 
 
-__all__ = ["CORE_RUNTIMES", "DEFAULT_FROZEN", "FROZEN_METHODS", "OPENVINO_RUNTIMES", "RUNTIMES", "TARGETS", "Target",
-           "available_runtimes", "onnx_export", "prepare_runtime", "target"]
+__all__ = ["CORE_RUNTIMES", "DEFAULT_FROZEN", "EXPORT_CACHED", "FROZEN_METHODS", "OPENVINO_RUNTIMES", "RUNTIMES",
+           "TARGETS", "Target", "available_runtimes", "exported_once", "onnx_export", "prepare_runtime", "target"]

@@ -13,6 +13,9 @@ space's seed at the table's resolution) in short bursts, and recorded as its rat
 reference's latency measured once when the table was started: a slowdown of the machine that touches both alike
 cancels, and a table resumed on a slower afternoon stays in the same units.
 
+With ``sessions`` > 1 every key is timed in that many passes, each in a new runtime session, and the median kept;
+the ONNX runtimes export each key once per build (a temporary folder of exports, gone when the build ends).
+
 The build is resumable: measured entries are written to the table file atomically every few seconds and when the
 build stops (Ctrl-C, an error), and a rerun skips the keys already there, so no entry is measured twice.
 """
@@ -20,6 +23,9 @@ build stops (Ctrl-C, an error), and a rerun skips the keys already there, so no 
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
+import os
+import tempfile
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -29,7 +35,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..latency.targets import prepare_runtime, target
+from ..latency.targets import EXPORT_CACHED, prepare_runtime, target
 from ..layers import ConvNormAct, InvertedResidual, SqueezeExcite, make_activation
 from ..runtime.cpu import onednn_isa_cap, pinned_threads, this_cpu
 from ..runtime.timing import clock_timer, percentile, time_callable, time_relative
@@ -146,16 +152,22 @@ def key_module(key: str, seed: ArchSpec) -> tuple[nn.Module, tuple[int, ...]]:
 
 
 def time_key(key: str, seed: ArchSpec, runtime: str, threads: int, settings: TimingSettings,
-             reference: tuple[Callable[[], Any], float] | None = None) -> dict[str, float]:
+             reference: tuple[Callable[[], Any], float] | None = None,
+             export_cache: str | os.PathLike | None = None) -> dict[str, float]:
     """One entry: ``key``'s module prepared on ``runtime`` and timed; ``{count, median, p10, p90}`` in ms.
     ``reference``: ``(run, ms)``, a reference runner and its latency: the entry is timed against it
-    (:func:`~mobilenetv3.runtime.timing.time_relative`) and its ratios are scaled by ``ms``."""
+    (:func:`~mobilenetv3.runtime.timing.time_relative`) and its ratios are scaled by ``ms``. ``export_cache``: a
+    folder where the ONNX runtimes keep each key's export, so that a key timed in several sessions is exported
+    once (a new runtime session each time all the same)."""
     module, shape = key_module(key, seed)
     torch.manual_seed(0)
     x = torch.randn(shape)
+    onnx_file = None
+    if export_cache is not None and runtime in EXPORT_CACHED:
+        onnx_file = os.path.join(export_cache, hashlib.sha1(key.encode()).hexdigest() + ".onnx")
     with pinned_threads(threads) as used:
         timer = clock_timer(settings.clock, used)
-        prepared = prepare_runtime(runtime, module, x, used)
+        prepared = prepare_runtime(runtime, module, x, used, onnx_file=onnx_file)
         if reference is not None:
             run, ms = reference
             rel = time_relative(prepared.run, run, warmup=settings.warmup, min_runs=settings.min_runs,
@@ -261,9 +273,14 @@ def build_table(space: Any, resolution: int, runtime: str, out: str | Path, *, t
     timing = table.header.setdefault("timing", {})
     if passes > int(timing.get("sessions", 1)):
         timing["sessions"] = passes
+    cache = None
     if measure is None:
         reference = reference_runner(table, space.seed) if settings.relative and todo else None
-        measure = lambda key: time_key(key, space.seed, runtime, threads, settings, reference)  # noqa: E731
+        if passes > 1 and runtime in EXPORT_CACHED:  # each key exported once, whatever its sessions
+            cache = tempfile.TemporaryDirectory(prefix="mnv3-table-exports-")
+        folder = cache.name if cache is not None else None
+        measure = lambda key: time_key(key, space.seed, runtime, threads, settings, reference,  # noqa: E731
+                                       export_cache=folder)
     started = time.perf_counter()
     bar = None
     if progress:
@@ -283,6 +300,8 @@ def build_table(space: Any, resolution: int, runtime: str, out: str | Path, *, t
     finally:
         if bar is not None:
             bar.close()
+        if cache is not None:
+            cache.cleanup()
         table.header["build_seconds"] = round(table.header.get("build_seconds", 0.0)
                                               + time.perf_counter() - started, 1)
         table.header["entries"] = len(table.entries)
