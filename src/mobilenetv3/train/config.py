@@ -14,9 +14,10 @@ reference); dropout 0.2 and BatchNorm momentum 0.01 from the spec; weight EMA 0.
 warm-up epochs and 350 epochs (the TPU reference's, which the paper does not state); Inception crops.
 
 ``fashion-mnist``: MobileNetV3 on Fashion-MNIST on a 2-core CPU in under 30 minutes; ``fashion-mnist-long``: the
-same for 40 epochs with random erasing, for higher accuracy; see ``RECIPES``. ``scenes`` and ``cityscapes``:
-starting points for segmentation (not yet measured; ``docs/segmentation.md``); ``det-scenes`` and ``det-coco``:
-guesses for detection (not measured; ``docs/detection.md``).
+same for 40 epochs with random erasing, for higher accuracy; see ``RECIPES``. ``scenes`` and ``det-scenes``:
+segmentation and detection on the composed scenes (measured with fewer epochs and smaller scenes than their
+defaults; ``docs/segmentation.md``, ``docs/detection.md``); ``cityscapes`` and ``det-coco``: starting points, not
+measured (no such data on the machines this was written on).
 """
 
 from __future__ import annotations
